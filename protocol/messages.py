@@ -1,0 +1,196 @@
+"""Request/response schemas for the miner endpoints (wire version 1).
+
+Every message is a frozen, strict pydantic model with ``extra="forbid"``: unknown fields, wrong
+types (``"5"`` for ``5``), out-of-range numbers and oversized lists are refused, never coerced.
+Bounds are module constants so servers, clients and tests agree on them. Parsing untrusted bytes
+goes through :func:`parse_message`, which raises only ``RequestError`` (code ``malformed``).
+
+Endpoints (all ``/v1/...``):
+
+=========  ================  ======================  =======================
+method     path              request                 response
+=========  ================  ======================  =======================
+GET        ``/v1/info``      (empty body)            ``ModelInfoResponse``
+POST       ``/v1/generate``  ``GenerateRequest``     ``GenerateResponse``
+POST       ``/v1/logprobs``  ``LogprobsRequest``     ``LogprobsResponse``
+=========  ================  ======================  =======================
+
+Errors on every route are ``ErrorResponse``: ``{"error": {"code": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocol.errors import RequestError
+
+__all__ = [
+    "GENERATE_PATH",
+    "INFO_PATH",
+    "LOGPROBS_PATH",
+    "MAX_COMMITMENT_CHARS",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_INPUT_TOKENS",
+    "MAX_NEW_TOKENS",
+    "MAX_OUTPUT_TEXT_CHARS",
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "MAX_TOP_K",
+    "MAX_VOCAB_ID",
+    "WIRE_VERSION",
+    "ErrorDetail",
+    "ErrorResponse",
+    "GenerateRequest",
+    "GenerateResponse",
+    "LogprobsRequest",
+    "LogprobsResponse",
+    "Message",
+    "ModelInfoResponse",
+    "SamplingParams",
+    "parse_message",
+]
+
+WIRE_VERSION = 1
+
+INFO_PATH = "/v1/info"
+GENERATE_PATH = "/v1/generate"
+LOGPROBS_PATH = "/v1/logprobs"
+
+# Bounds. Generous for the competitions we run (sequence lengths ≤ 2048, vocabularies ≤ 256k),
+# tight enough that one request cannot make a miner allocate unbounded memory or compute.
+MAX_INPUT_TOKENS = 4096
+MAX_VOCAB_ID = 1 << 20  # token ids are in [0, MAX_VOCAB_ID)
+MAX_PROMPT_CHARS = 16_384
+MAX_NEW_TOKENS = 1024
+MAX_OUTPUT_TEXT_CHARS = 65_536
+MAX_TOP_K = 1000
+MAX_SEED = (1 << 63) - 1
+MAX_COMMITMENT_CHARS = 128  # the chain's commitment limit
+MAX_ERROR_MESSAGE_CHARS = 1024
+
+TokenId = Annotated[int, Field(ge=0, lt=MAX_VOCAB_ID)]
+Ss58 = Annotated[str, Field(min_length=46, max_length=50, pattern=r"^[1-9A-HJ-NP-Za-km-z]+$")]
+
+
+class Message(BaseModel):
+    """Base of every wire message: strict, closed, immutable, carrying the wire version."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    version: Literal[1] = WIRE_VERSION
+
+
+class SamplingParams(Message):
+    """How to pick the next token. ``temperature == 0`` means greedy (``top_p``/``top_k`` unused)."""
+
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0, le=MAX_TOP_K)  # 0 = no top-k cut
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+
+class ModelInfoResponse(Message):
+    """Which model a miner serves: its hotkey, the competition and the on-chain commitment."""
+
+    hotkey: Ss58
+    competition_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    commitment: str | None = Field(default=None, max_length=MAX_COMMITMENT_CHARS)
+    commit_block: int | None = Field(default=None, ge=0)
+    max_input_tokens: int = Field(default=MAX_INPUT_TOKENS, ge=1, le=MAX_INPUT_TOKENS)
+    max_new_tokens: int = Field(default=MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS)
+
+
+class GenerateRequest(Message):
+    """Continue a prompt. Exactly one of ``prompt`` (text) or ``token_ids`` is given."""
+
+    prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    token_ids: list[TokenId] | None = Field(default=None, min_length=1, max_length=MAX_INPUT_TOKENS)
+    max_new_tokens: int = Field(default=32, ge=1, le=MAX_NEW_TOKENS)
+    sampling: SamplingParams = SamplingParams()
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.token_ids is None):
+            raise ValueError("give exactly one of 'prompt' or 'token_ids'")
+        return self
+
+
+class GenerateResponse(Message):
+    """The continuation: its token ids and decoded text, and why generation stopped."""
+
+    token_ids: list[TokenId] = Field(max_length=MAX_NEW_TOKENS)
+    text: str = Field(max_length=MAX_OUTPUT_TEXT_CHARS)
+    finish_reason: Literal["length", "stop"]
+
+
+class LogprobsRequest(Message):
+    """Score a token sequence: the log-probability of every token after the first."""
+
+    token_ids: list[TokenId] = Field(min_length=2, max_length=MAX_INPUT_TOKENS)
+
+
+class LogprobsResponse(Message):
+    """``logprobs_nats[i]`` is ``log p(token_ids[i + 1] | token_ids[: i + 1])`` in nats."""
+
+    token_ids: list[TokenId] = Field(min_length=2, max_length=MAX_INPUT_TOKENS)
+    logprobs_nats: list[float] = Field(min_length=1, max_length=MAX_INPUT_TOKENS - 1)
+
+    @model_validator(mode="after")
+    def _one_per_predicted_token(self) -> LogprobsResponse:
+        if len(self.logprobs_nats) != len(self.token_ids) - 1:
+            raise ValueError("need exactly one logprob per token after the first")
+        for value in self.logprobs_nats:
+            # A log-probability is ≤ 0; allow float rounding just above 0.
+            if not math.isfinite(value) or value > 1e-6:
+                raise ValueError("logprobs must be finite and ≤ 0")
+        return self
+
+
+class ErrorDetail(Message):
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=MAX_ERROR_MESSAGE_CHARS)
+
+
+class ErrorResponse(BaseModel):
+    """``{"error": {"code": ..., "message": ...}}`` — the body of every non-2xx response."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    error: ErrorDetail
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_message(model: type[M], raw: bytes) -> M:
+    """Parse untrusted JSON bytes into ``model``; any problem raises ``RequestError``.
+
+    The message names the first offending field (never echoes the input), so it is safe to send
+    back to the caller.
+    """
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        raise RequestError(
+            f"invalid {model.__name__}: {where}: {first.get('msg', 'invalid')}"[
+                :MAX_ERROR_MESSAGE_CHARS
+            ],
+            code="malformed",
+            fix="send JSON matching the /v1 schema in protocol/messages.py",
+        ) from None
+    except ValueError as exc:  # e.g. bytes that are not UTF-8 before pydantic sees them
+        raise RequestError(
+            f"invalid {model.__name__}: {type(exc).__name__}", code="malformed"
+        ) from None

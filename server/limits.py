@@ -1,0 +1,88 @@
+"""Per-hotkey rate limits (token buckets) and concurrency caps. Pure: the clock is injected."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from server.errors import RateLimited
+
+__all__ = ["ConcurrencyLimiter", "RateLimiter", "TokenBucket"]
+
+
+@dataclass
+class TokenBucket:
+    """``capacity`` tokens, refilled at ``rate_per_s``; each request takes one."""
+
+    rate_per_s: float
+    capacity: float
+    tokens: float
+    updated_s: float
+
+    def take(self, now_s: float) -> bool:
+        elapsed = max(0.0, now_s - self.updated_s)
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate_per_s)
+        self.updated_s = now_s
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class RateLimiter:
+    """One token bucket per key (route, hotkey). Keys are only ever authenticated, registered
+    hotkeys, so the table is bounded by the metagraph size times the number of routes."""
+
+    def __init__(
+        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def acquire(self, key: str) -> None:
+        """Take a token for ``key`` or raise ``RateLimited``."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self._rate, self._burst, self._burst, now)
+            self._buckets[key] = bucket
+        if not bucket.take(now):
+            wait_s = (1.0 - bucket.tokens) / self._rate
+            raise RateLimited(
+                f"rate limit of {self._rate:g}/s (burst {self._burst:g}) exceeded for {key}",
+                fix=f"retry in {wait_s:.2f}s",
+            )
+
+
+class ConcurrencyLimiter:
+    """At most ``limit`` requests in flight per key; the next one is refused, not queued."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._active: dict[str, int] = {}
+
+    def in_flight(self, key: str) -> int:
+        return self._active.get(key, 0)
+
+    @contextmanager
+    def slot(self, key: str) -> Iterator[None]:
+        count = self._active.get(key, 0)
+        if count >= self._limit:
+            raise RateLimited(
+                f"{key} already has {count} requests in flight (limit {self._limit})",
+                code="too_many_concurrent",
+                fix="wait for earlier answers before sending more",
+            )
+        self._active[key] = count + 1
+        try:
+            yield
+        finally:
+            left = self._active[key] - 1
+            if left:
+                self._active[key] = left
+            else:
+                del self._active[key]
