@@ -16,10 +16,17 @@ from protocol.errors import ConfigError
 __all__ = ["RunningServer", "run_in_thread", "serve"]
 
 
-def _config(app: Any, log_level: str) -> uvicorn.Config:
+def _config(app: Any, log_level: str, loop: str, http: str) -> uvicorn.Config:
     # access_log off: one log line per request costs more than the request itself at 1k req/s.
+    # loop/http "auto" picks uvloop and httptools when installed (uvicorn[standard]).
     return uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        loop=loop,
+        http=http,
     )
 
 
@@ -57,6 +64,8 @@ def run_in_thread(
     *,
     log_level: str = "warning",
     startup_timeout_s: float = 15.0,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> RunningServer:
     """Start ``app`` on ``host:port`` (0 = a free port) and return once it accepts connections."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -67,7 +76,7 @@ def run_in_thread(
         sock.close()
         raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror}") from None
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app, log_level))
+    server = uvicorn.Server(_config(app, log_level, loop, http))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{bound_port}", daemon=True
     )
