@@ -132,7 +132,7 @@ class EpochInput:
         unknown = set(obj) - known
         if unknown:
             raise EpochInputError(f"unknown keys: {sorted(unknown)}")
-        for name in known - {"commit_block"}:
+        for name in (f.name for f in fields(cls) if f.name != "commit_block"):
             if name not in obj:
                 raise EpochInputError(f"{name} is missing")
         variant = obj["variant"]

@@ -298,7 +298,7 @@ def test_json_cli_round_trips_an_epoch() -> None:
 
 def test_json_cli_rejects_bad_input_clearly() -> None:
     assert _cli("not json").returncode == 2
-    assert "bonds is missing" in _cli(json.dumps({"variant": "yuma3"})).stderr
+    assert "block is missing" in _cli(json.dumps({"variant": "yuma3"})).stderr
     payload = _payload(make_input([TAO, 0], [[(1, 65535)], []]))
     for key, value, phrase in [
         ("variant", "yuma9", "variant"),
