@@ -205,8 +205,9 @@ def test_incentive_and_dividends_sum_to_one_or_zero(inp: EpochInput) -> None:
 @given(epoch_inputs(max_n=6), st.randoms(use_true_random=False))
 def test_uid_permutation_permutes_the_outputs(inp: EpochInput, rnd) -> None:
     n = inp.n
-    # distinct stakes: the permit sort breaks stake ties by uid, which no permutation preserves
-    stake = [s * 64 + i for i, s in enumerate(inp.stake)]
+    # Stakes distinct even after Q normalisation (≥ 10^6 rao apart, the Q resolution of the total
+    # is ~2·10^4 rao): the permit sort breaks stake ties by uid, which no permutation preserves.
+    stake = [(s // 10**6 + 1) * 10**7 + i * 10**6 for i, s in enumerate(inp.stake)]
     inp = dataclasses.replace(
         inp, stake=stake, params=dataclasses.replace(inp.params, owner_uid=None)
     )
