@@ -90,6 +90,7 @@ class LocalNode:
         self._lock = threading.RLock()
         self.config = config or NodeConfig()
         self._genesis = self._init_genesis()
+        self._state_version = 0
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def _init_genesis(self) -> str:
@@ -150,6 +151,11 @@ class LocalNode:
     @property
     def genesis(self) -> str:
         return self._genesis
+
+    @property
+    def state_version(self) -> int:
+        """Increases with every committed change (block or extrinsic): a cache key for reads."""
+        return self._state_version
 
     @property
     def netuid(self) -> int:
@@ -219,6 +225,7 @@ class LocalNode:
                 )
                 block_step(self._runtime(number), self.netuid, self.config.emission_per_block_rao)
                 self._db.execute("COMMIT")
+                self._state_version += 1
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -296,6 +303,7 @@ class LocalNode:
                     (block, ext.signer, ext.call, body, _digest(body)),
                 )
                 self._db.execute("COMMIT")
+                self._state_version += 1
             except ExtrinsicRejected as exc:
                 self._db.execute("ROLLBACK")
                 return ExtrinsicResult(
