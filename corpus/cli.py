@@ -1,0 +1,54 @@
+"""``crucible data``: fetch the corpus, (re)train the tokenizer, show what is there."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from corpus.dataset import DEFAULT_DATA_DIR
+from protocol.errors import CrucibleError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crucible data", description=__doc__)
+    parser.add_argument("action", choices=["fetch", "train-tokenizer", "info"])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument(
+        "--out", type=Path, default=Path("competitions/tokenizers/crucible-bpe-8k-v1.json")
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "fetch":
+            from corpus.fetch import fetch_corpus
+
+            start = time.monotonic()
+            manifest = fetch_corpus(args.data_dir)
+            docs = manifest["documents"]
+            held = [d["id"] for d in docs if d["split"] == "eval"]
+            print(
+                f"corpus in {args.data_dir}: {len(docs)} documents, {sum(d['chars'] for d in docs) / 1e6:.1f} M chars, "
+                f"{len(held)} held out for evaluation, {time.monotonic() - start:.1f} s"
+            )
+        elif args.action == "train-tokenizer":
+            from corpus.dataset import load_documents
+            from corpus.tokenizer import file_sha256, train_tokenizer
+
+            texts = load_documents(args.data_dir, "train")["text"]
+            tok = train_tokenizer(texts, args.vocab_size)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            tok.backend_tokenizer.save(str(args.out))
+            print(f"tokenizer {args.out}: vocab {len(tok)}, sha256 {file_sha256(args.out)}")
+        else:
+            manifest = json.loads((args.data_dir / "corpus" / "manifest.json").read_text())
+            for doc in manifest["documents"]:
+                print(f"{doc['split']:5} {doc['chars']:>9} {doc['id']}")
+    except CrucibleError as exc:
+        print(f"crucible data: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
