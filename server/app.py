@@ -70,7 +70,7 @@ class CallContext:
     """Who is calling, as the server established it."""
 
     hotkey: str
-    neuron: Neuron
+    neuron: Neuron | None  # None only on Access.SIGNED routes called by an unregistered hotkey
     request_nonce_ns: int
     netuid: int
 

@@ -12,6 +12,7 @@ __all__ = ["Access", "RoutePolicy", "check_access"]
 
 
 class Access(enum.Enum):
+    SIGNED = "signed"  # any caller with a valid btauth/1 signature (public routes, tight limits)
     REGISTERED = "registered"  # any neuron registered on the netuid
     VALIDATOR = "validator"  # a registered neuron holding a validator permit
     MIN_STAKE = "min_stake"  # a registered neuron with stake ≥ RoutePolicy.min_stake_rao
@@ -36,8 +37,13 @@ class RoutePolicy:
             raise ConfigError("timeout_s must be > 0; max_body_bytes and min_stake_rao ≥ 0")
 
 
-def check_access(neuron: Neuron | None, policy: RoutePolicy, *, hotkey: str, netuid: int) -> Neuron:
-    """Return the caller's neuron if ``policy`` admits it, else raise ``AuthError`` (→ 403)."""
+def check_access(
+    neuron: Neuron | None, policy: RoutePolicy, *, hotkey: str, netuid: int
+) -> Neuron | None:
+    """Return the caller's neuron (None for an unregistered caller of a ``SIGNED`` route) if
+    ``policy`` admits it, else raise ``AuthError`` (→ 403)."""
+    if policy.access is Access.SIGNED:
+        return neuron
     if neuron is None:
         raise AuthError(
             f"hotkey {hotkey} is not registered on netuid {netuid}",

@@ -1,0 +1,185 @@
+"""The miner's server: model info, generate and logprobs for the committed model.
+
+Built on the wire-protocol toolkit (``server.NeuronServer``), so every request is authenticated,
+rate-limited and every answer signed by the miner's hotkey. The model lives in a ``ModelSlot``
+that a publish swaps atomically: requests in flight finish on the old model, new ones get the new
+one, with no downtime. Torch work runs in a worker thread, one request at a time per model (a
+2-core CPU gains nothing from interleaving them; on a GPU raise ``max_parallel``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from chain.interface import Chain, Signer
+from protocol.errors import RequestError
+from protocol.messages import (
+    GENERATE_PATH,
+    INFO_PATH,
+    LOGPROBS_PATH,
+    GenerateRequest,
+    GenerateResponse,
+    LogprobsRequest,
+    LogprobsResponse,
+    ModelInfoResponse,
+)
+from server import Access, CallContext, NeuronServer, RoutePolicy
+
+__all__ = ["ModelSlot", "ServedModel", "build_miner_server", "generate_tokens", "token_logprobs"]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    competition: str
+    commitment: str | None
+    commit_block: int | None
+    max_positions: int
+
+
+class ModelSlot:
+    """Holds the model being served; ``swap`` replaces it atomically."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self._served = served
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> ServedModel:
+        return self._served
+
+    def swap(self, served: ServedModel) -> None:
+        with self._lock:
+            self._served = served
+
+
+def token_logprobs(model: PreTrainedModel, token_ids: list[int]) -> list[float]:
+    """log p(token[i+1] | token[:i+1]) in nats, fp32, as the validator computes it."""
+    with torch.inference_mode():
+        ids = torch.tensor([token_ids], dtype=torch.long)
+        logits = model(input_ids=ids).logits[0, :-1, :].float()
+        return F.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None]).squeeze(1).tolist()
+
+
+def generate_tokens(
+    model: PreTrainedModel,
+    token_ids: list[int],
+    max_new_tokens: int,
+    *,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int,
+    eos_token_id: int | None,
+    max_positions: int,
+) -> tuple[list[int], str]:
+    """Sampling with an explicit generator, so the same request gives the same answer."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = list(token_ids)
+    out: list[int] = []
+    finish = "length"
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            window = torch.tensor([ids[-max_positions:]], dtype=torch.long)
+            logits = model(input_ids=window).logits[0, -1, :].float()
+            if temperature == 0:
+                token = int(torch.argmax(logits))
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                if top_k:
+                    kth = torch.topk(probs, min(top_k, probs.numel())).values[-1]
+                    probs = torch.where(probs < kth, torch.zeros_like(probs), probs)
+                if top_p < 1.0:
+                    sorted_probs, order = torch.sort(probs, descending=True)
+                    keep = torch.cumsum(sorted_probs, 0) - sorted_probs < top_p
+                    mask = torch.zeros_like(probs, dtype=torch.bool).scatter(0, order[keep], True)
+                    probs = torch.where(mask, probs, torch.zeros_like(probs))
+                token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+            out.append(token)
+            ids.append(token)
+            if eos_token_id is not None and token == eos_token_id:
+                finish = "stop"
+                break
+    return out, finish
+
+
+def build_miner_server(
+    keypair: Signer,
+    chain: Chain,
+    netuid: int,
+    slot: ModelSlot,
+    *,
+    public_generate: bool = True,
+    metagraph_refresh_s: float = 12.0,
+) -> NeuronServer:
+    server = NeuronServer(
+        keypair, chain, netuid, metagraph_refresh_s=metagraph_refresh_s, title="crucible-miner"
+    )
+    gate = asyncio.Semaphore(1)
+
+    async def info(_: None, __: CallContext) -> ModelInfoResponse:
+        served = slot.current
+        return ModelInfoResponse(
+            hotkey=keypair.ss58_address,
+            competition_id=served.competition,
+            commitment=served.commitment,
+            commit_block=served.commit_block,
+            max_input_tokens=min(4096, served.max_positions),
+        )
+
+    async def logprobs(request: LogprobsRequest, _: CallContext) -> LogprobsResponse:
+        served = slot.current
+        vocab = len(served.tokenizer)
+        if len(request.token_ids) > served.max_positions or max(request.token_ids) >= vocab:
+            raise RequestError(
+                f"at most {served.max_positions} tokens with ids below {vocab}", code="malformed"
+            )
+        async with gate:
+            values = await asyncio.to_thread(token_logprobs, served.model, request.token_ids)
+        values = [min(0.0, v) if math.isfinite(v) else -1e30 for v in values]
+        return LogprobsResponse(token_ids=request.token_ids, logprobs_nats=values)
+
+    async def generate(request: GenerateRequest, _: CallContext) -> GenerateResponse:
+        served = slot.current
+        tok = served.tokenizer
+        ids = (
+            request.token_ids if request.token_ids is not None else tok.encode(request.prompt or "")
+        )
+        if not ids or max(ids) >= len(tok):
+            raise RequestError(
+                f"the prompt must encode to token ids below {len(tok)}", code="malformed"
+            )
+        s = request.sampling
+        async with gate:
+            new, finish = await asyncio.to_thread(
+                generate_tokens, served.model, list(ids), request.max_new_tokens, temperature=s.temperature,
+                top_p=s.top_p, top_k=s.top_k, seed=s.seed, eos_token_id=tok.eos_token_id,
+                max_positions=served.max_positions,
+            )  # fmt: skip
+        return GenerateResponse(token_ids=new, text=tok.decode(new), finish_reason=finish)
+
+    server.route(INFO_PATH, None, ModelInfoResponse, info, policy=RoutePolicy(access=Access.SIGNED))
+    server.route(
+        LOGPROBS_PATH, LogprobsRequest, LogprobsResponse, logprobs, policy=RoutePolicy(timeout_s=60)
+    )
+    server.route(
+        GENERATE_PATH,
+        GenerateRequest,
+        GenerateResponse,
+        generate,
+        policy=RoutePolicy(
+            access=Access.SIGNED if public_generate else Access.REGISTERED,
+            rate_per_s=2,
+            burst=4,
+            timeout_s=120,
+        ),
+    )
+    return server

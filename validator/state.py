@@ -1,0 +1,91 @@
+"""Validator state, saved atomically (temp file, fsync, rename) as JSON — never pickle.
+
+Holds the EMA score per competition per uid (with the hotkey it belonged to, so a re-registered
+uid starts from zero), the model index and rejections per uid, the last bundle and a pending
+commit-reveal. ``SCHEMA_VERSION`` allows migrating old files instead of wiping them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ModelEntry",
+    "PendingReveal",
+    "ValidatorState",
+    "load_state",
+    "save_state",
+]
+
+SCHEMA_VERSION = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Model):
+    hotkey: str
+    commitment: str
+    commit_block: int
+    status: str  # "ok" or a rejection reason code
+    reason: str = ""
+    content_hash: str | None = None
+    path: str | None = None
+
+
+class PendingReveal(_Model):
+    uids: list[int]
+    values: list[int]
+    salt: list[int]
+    version_key: int
+    commit_block: int
+
+
+class ValidatorState(_Model):
+    schema_version: int = SCHEMA_VERSION
+    ema: dict[str, dict[int, float]] = Field(default_factory=dict)  # competition → uid → score
+    ema_hotkeys: dict[int, str] = Field(default_factory=dict)
+    models: dict[int, ModelEntry] = Field(default_factory=dict)
+    last_bundle: str | None = None
+    last_round_block: dict[str, int] = Field(default_factory=dict)
+    last_weights_block: int = 0
+    pending_reveal: PendingReveal | None = None
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    version = raw.get("schema_version", 1)
+    if version == 1:  # v1 kept one EMA vector for a single competition under "scores"
+        raw = {**raw, "ema": {"tiny": raw.pop("scores", {})}, "schema_version": 2}
+        raw.pop("hotkeys", None)
+    return raw
+
+
+def load_state(path: Path) -> ValidatorState:
+    if not Path(path).exists():
+        return ValidatorState()
+    raw = json.loads(Path(path).read_text())
+    return ValidatorState.model_validate(_migrate(raw))
+
+
+def save_state(state: ValidatorState, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = state.model_dump_json(indent=1).encode()
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
