@@ -1,0 +1,90 @@
+"""``crucible-client``: ask the subnet, list its miners."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from neurons.common import chain_from, exits_cleanly
+from neurons.options import add_common_options, load_keys, resolve
+
+
+@exits_cleanly
+def cmd_ask(args: argparse.Namespace) -> int:
+    from client.subnet import Subnet
+    from protocol.messages import SamplingParams
+
+    subnet = Subnet(
+        chain_from(args),
+        args.netuid,
+        load_keys(args).hotkey,
+        top_k=args.top_k,
+        timeout_s=args.timeout,
+    )
+    answer = subnet.ask(
+        args.prompt,
+        max_tokens=args.max_tokens,
+        sampling=SamplingParams(temperature=args.temperature, seed=args.seed),
+    )
+    if args.json:
+        print(json.dumps(answer.__dict__, indent=1))
+    else:
+        print(answer.text)
+        print(
+            f"\n— uid {answer.uid} ({answer.hotkey[:10]}…), {answer.latency_ms:.0f} ms, serving {answer.commitment}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+@exits_cleanly
+def cmd_miners(args: argparse.Namespace) -> int:
+    from client.subnet import Subnet
+
+    rows = Subnet(
+        chain_from(args), args.netuid, load_keys(args).hotkey, timeout_s=args.timeout
+    ).miners()
+    print(
+        f"{'uid':>4} {'hotkey':12} {'incentive':>9} {'endpoint':24} {'reachable':>9}  served model"
+    )
+    for m in rows:
+        served = (
+            "—"
+            if m.served_commitment is None
+            else ("matches chain" if m.served_commitment == m.commitment else "DIFFERS from chain")
+        )
+        reach = "-" if m.reachable is None else ("yes" if m.reachable else "no")
+        print(
+            f"{m.uid:>4} {m.hotkey[:10] + '…':12} {m.incentive:>9.4f} {m.endpoint or '-':24} {reach:>9}  {served}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crucible-client", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("ask", help="ask the best miners")
+    a.add_argument("prompt")
+    a.add_argument("--max-tokens", type=int, default=32)
+    a.add_argument("--temperature", type=float, default=0.0)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--top-k", type=int, default=3)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(fn=cmd_ask)
+    m = sub.add_parser("miners", help="uid, hotkey, incentive, endpoint, served model, reachable")
+    m.set_defaults(fn=cmd_miners)
+    for p in (a, m):
+        add_common_options(p)
+        p.add_argument("--timeout", type=float, default=20.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    resolve(args)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
