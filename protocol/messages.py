@@ -103,7 +103,7 @@ class ModelInfoResponse(Message):
     """Which model a miner serves: its hotkey, the competition and the on-chain commitment."""
 
     hotkey: Ss58
-    competition_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    competition_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     commitment: str | None = Field(default=None, max_length=MAX_COMMITMENT_CHARS)
     commit_block: int | None = Field(default=None, ge=0)
     max_input_tokens: int = Field(default=MAX_INPUT_TOKENS, ge=1, le=MAX_INPUT_TOKENS)

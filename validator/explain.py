@@ -58,6 +58,8 @@ def explain(uid: int, bundle: Bundle, state: ValidatorState | None = None) -> Ex
                 lines.append(
                     f"{r.competition}: vs uid {other}: {'won' if won else 'lost'} as the {role}, ε = {pair['epsilon']:.4%}, sign test p = {pair['p_value']:.3g}"
                 )
+        if r.competitive == [uid]:
+            lines.append(f"{r.competition}: the only competitive model this round")
         if uid in r.win_rates:
             lines.append(
                 f"{r.competition}: win rate {r.win_rates[uid]:.3f} → softmax {r.softmax[uid]:.4f} → EMA {r.ema_before.get(uid, 0):.4f} → {r.ema_after.get(uid, 0):.4f}"
