@@ -63,8 +63,10 @@ class ValidatorState(_Model):
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     version = raw.get("schema_version", 1)
     if version == 1:  # v1 kept one EMA vector for a single competition under "scores"
-        raw = {**raw, "ema": {"tiny": raw.pop("scores", {})}, "schema_version": 2}
+        raw = dict(raw)
+        scores = raw.pop("scores", {})
         raw.pop("hotkeys", None)
+        raw.update(ema={"tiny": scores}, schema_version=2)
     return raw
 
 
