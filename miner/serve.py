@@ -86,10 +86,19 @@ def generate_tokens(
     ids = list(token_ids)
     out: list[int] = []
     finish = "length"
+    past = None
     with torch.inference_mode():
         for _ in range(max_new_tokens):
-            window = torch.tensor([ids[-max_positions:]], dtype=torch.long)
-            logits = model(input_ids=window).logits[0, -1, :].float()
+            if past is not None and len(ids) <= max_positions:
+                # the key/value cache holds the prefix: feed only the newest token
+                result = model(input_ids=torch.tensor([ids[-1:]]), cache=past, use_cache=True)
+            else:  # first step, or past the model's context: recompute over the last window
+                result = model(
+                    input_ids=torch.tensor([ids[-max_positions:]]),
+                    use_cache=len(ids) < max_positions,
+                )
+            past = result.get("cache") if len(ids) < max_positions else None
+            logits = result.logits[0, -1, :].float()
             if temperature == 0:
                 token = int(torch.argmax(logits))
             else:
@@ -119,7 +128,9 @@ def build_miner_server(
     *,
     public_generate: bool = True,
     metagraph_refresh_s: float = 12.0,
+    policies: dict[str, RoutePolicy] | None = None,
 ) -> NeuronServer:
+    """``policies`` overrides a route's policy by path (e.g. higher limits for a trusted gateway)."""
     server = NeuronServer(
         keypair, chain, netuid, metagraph_refresh_s=metagraph_refresh_s, title="crucible-miner"
     )
@@ -166,20 +177,22 @@ def build_miner_server(
             )  # fmt: skip
         return GenerateResponse(token_ids=new, text=tok.decode(new), finish_reason=finish)
 
-    server.route(INFO_PATH, None, ModelInfoResponse, info, policy=RoutePolicy(access=Access.SIGNED))
-    server.route(
-        LOGPROBS_PATH, LogprobsRequest, LogprobsResponse, logprobs, policy=RoutePolicy(timeout_s=60)
-    )
-    server.route(
-        GENERATE_PATH,
-        GenerateRequest,
-        GenerateResponse,
-        generate,
-        policy=RoutePolicy(
+    defaults = {
+        INFO_PATH: RoutePolicy(access=Access.SIGNED),
+        LOGPROBS_PATH: RoutePolicy(timeout_s=60),
+        GENERATE_PATH: RoutePolicy(
             access=Access.SIGNED if public_generate else Access.REGISTERED,
             rate_per_s=2,
             burst=4,
             timeout_s=120,
         ),
+    }
+    chosen = {**defaults, **(policies or {})}
+    server.route(INFO_PATH, None, ModelInfoResponse, info, policy=chosen[INFO_PATH])
+    server.route(
+        LOGPROBS_PATH, LogprobsRequest, LogprobsResponse, logprobs, policy=chosen[LOGPROBS_PATH]
+    )
+    server.route(
+        GENERATE_PATH, GenerateRequest, GenerateResponse, generate, policy=chosen[GENERATE_PATH]
     )
     return server
