@@ -10,9 +10,10 @@ The best answer by incentive wins; timeouts and liars fall back to the next; if 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
-from chain.interface import Chain, Neuron, Signer
+from chain.interface import Chain, Metagraph, Neuron, Signer
 from client.transport import CallResult, SignedClient, Target
 from protocol.errors import CrucibleError
 from protocol.messages import (
@@ -59,14 +60,43 @@ class Answer:
 
 
 class Subnet:
+    """``metagraph_ttl_s`` bounds how stale the miner ranking may be (a block is 12 s); one pooled
+    client is kept per event loop, so a long-lived caller (the gateway) reuses connections."""
+
     def __init__(
-        self, chain: Chain, netuid: int, keypair: Signer, *, top_k: int = 3, timeout_s: float = 20.0
+        self,
+        chain: Chain,
+        netuid: int,
+        keypair: Signer,
+        *,
+        top_k: int = 3,
+        timeout_s: float = 20.0,
+        metagraph_ttl_s: float = 0.0,
     ) -> None:
         self.chain, self.netuid, self.keypair = chain, netuid, keypair
-        self.top_k, self.timeout_s = top_k, timeout_s
+        self.top_k, self.timeout_s, self.metagraph_ttl_s = top_k, timeout_s, metagraph_ttl_s
+        self._metagraph: tuple[float, Metagraph] | None = None
+        self._clients: dict[int, SignedClient] = {}
+
+    def _current_metagraph(self) -> Metagraph:
+        now = time.monotonic()
+        if self._metagraph is None or now - self._metagraph[0] >= self.metagraph_ttl_s:
+            self._metagraph = (now, self.chain.metagraph(self.netuid))
+        return self._metagraph[1]
+
+    def _client(self) -> SignedClient:
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._clients:
+            self._clients[loop] = SignedClient(self.keypair, timeout_s=self.timeout_s)
+        return self._clients[loop]
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(id(asyncio.get_running_loop()), None)
+        if client is not None:
+            await client.close()
 
     def candidates(self) -> list[Neuron]:
-        mg = self.chain.metagraph(self.netuid)
+        mg = self._current_metagraph()
         serving = [n for n in mg.neurons if n.endpoint is not None and n.commitment is not None]
         return sorted(serving, key=lambda n: (-n.incentive, n.uid))
 
@@ -118,7 +148,8 @@ class Subnet:
         )
         attempts: dict[int, str] = {}
         k = top_k or self.top_k
-        async with SignedClient(self.keypair, timeout_s=self.timeout_s) as client:
+        client = self._client()
+        try:
             # ask the top k at once; if none of them gives a valid answer, fall back to the next k
             for start in range(0, len(ranked), k):
                 batch = ranked[start : start + k]
@@ -156,6 +187,9 @@ class Subnet:
                         latency_ms=best.latency_ms, commitment=neuron.commitment.data,
                         finish_reason=best.value.finish_reason, attempts=attempts,
                     )  # fmt: skip
+        finally:
+            if self.metagraph_ttl_s <= 0:  # a one-shot caller: do not leave the session open
+                await self.aclose()
         reasons = "; ".join(f"uid {uid}: {why}" for uid, why in attempts.items())
         raise NoAnswer(f"no miner gave a valid answer ({reasons})")
 
