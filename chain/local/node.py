@@ -430,6 +430,11 @@ class LocalNode:
             },
         )
 
+    def burn(self, netuid: int) -> int:
+        """The current registration burn in rao."""
+        with self._lock:
+            return self._runtime(self.block()).subnet(netuid)["burn"]
+
     def stake_of(self, hotkey: str, netuid: int) -> int:
         with self._lock:
             return self._runtime(self.block()).hotkey_stake(hotkey, netuid)
