@@ -34,6 +34,30 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leader_model(args: argparse.Namespace, spec):
+    """The committed model of the top-incentive miner in this competition, verified like a validator."""
+    from protocol.errors import ModelRejected
+    from validator.fetch import fetch_and_verify
+
+    mg = chain_from(args).metagraph(args.netuid)
+    for neuron in sorted(mg.neurons, key=lambda n: -n.incentive):
+        if neuron.commitment is None or not neuron.commitment.data.startswith(spec.key + ":"):
+            continue
+        try:
+            fetched = fetch_and_verify(
+                neuron.commitment.data,
+                neuron.hotkey,
+                {spec.id: spec},
+                store_resolver(args),
+                args.cache_dir,
+            )
+        except ModelRejected:
+            continue
+        print(f"starting from the leader: uid {neuron.uid} ({neuron.commitment.data})")
+        return fetched.loaded.model
+    raise ModelRejected("missing", f"no verifiable committed model in {spec.key} to start from")
+
+
 @exits_cleanly
 def cmd_train(args: argparse.Namespace) -> int:
     from corpus.dataset import token_stream
@@ -46,7 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = _spec(args)
     tok = load_tokenizer(args.specs / spec.model.tokenizer)
     tokens = token_stream(args.data_dir, "train", tok)
-    if args.init_from:
+    if args.from_leader:
+        model = _leader_model(args, spec)
+    elif args.init_from:
         model = load_model_dir(args.init_from, spec.model).model
     else:
         shape = ModelShape(

@@ -124,12 +124,13 @@ def cmd_consensus(args: argparse.Namespace) -> int:
 @exits_cleanly
 def cmd_gateway(args: argparse.Namespace) -> int:
     from client.gateway import ApiKeys, build_gateway
-
     from client.subnet import Subnet
     from server import serve
 
     keys = load_keys(args)
-    subnet = Subnet(chain_from(args), args.netuid, keys.hotkey, top_k=args.top_k, metagraph_ttl_s=12.0)
+    subnet = Subnet(
+        chain_from(args), args.netuid, keys.hotkey, top_k=args.top_k, metagraph_ttl_s=12.0
+    )
     app = build_gateway(
         subnet, ApiKeys.from_file(args.api_keys), usage_log=args.usage_log, rate_per_s=args.rate
     )

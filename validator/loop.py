@@ -49,6 +49,7 @@ class ValidatorConfig:
     work_dir: Path
     device: str = "cpu"
     max_cache_bytes: int = 20 * 1024**3
+    memory_budget_bytes: int = 8 * 1024**3  # weights + one batch's logits, per model
     probe_timeout_s: float = 10.0
     set_weights: bool = True
     progress: bool = False
