@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from corpus.sources import EXTRACTORS, SOURCES, Document, Source
 from corpus.split import split_of
 from protocol.errors import DataError
+from store.atomic import write_atomic
 
 __all__ = ["CorpusPaths", "fetch_corpus", "write_corpus"]
 
@@ -94,15 +93,6 @@ def _download(source: Source, dest: Path) -> Path:
     return target
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
 def write_corpus(documents: list[Document], paths: CorpusPaths) -> dict[str, object]:
     """Split documents by id and write the jsonl files and the manifest; returns the manifest."""
     documents = sorted(documents, key=lambda d: d.doc_id)
@@ -126,10 +116,10 @@ def write_corpus(documents: list[Document], paths: CorpusPaths) -> dict[str, obj
         )
     if not parts["eval"] or not parts["train"]:
         raise DataError("the split left one side empty: too few documents", code="bad_split")
-    _write_atomic(paths.train, b"".join(parts["train"]))
-    _write_atomic(paths.eval, b"".join(parts["eval"]))
+    write_atomic(paths.train, b"".join(parts["train"]))
+    write_atomic(paths.eval, b"".join(parts["eval"]))
     manifest = {"version": 1, "documents": entries}
-    _write_atomic(paths.manifest, json.dumps(manifest, indent=1).encode())
+    write_atomic(paths.manifest, json.dumps(manifest, indent=1).encode())
     return manifest
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from models.io import save_model_dir
+from store.atomic import fsync_file
 from validator.evaluate import per_sample_losses
 
 __all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
@@ -122,8 +123,7 @@ def save_checkpoint(
     save_file(moments, str(tmp / "optimizer.safetensors"))
     (tmp / "trainer.json").write_text(json.dumps({"step": step, "tokens": tokens, "loss": loss}))
     for f in (tmp / "optimizer.safetensors", tmp / "trainer.json"):
-        with f.open("rb") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(f)
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():

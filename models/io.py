@@ -24,6 +24,7 @@ from transformers import GPT2Config, LlamaConfig, PreTrainedModel
 from models.build import build_model
 from protocol.competition import ModelConstraints
 from protocol.errors import ModelRejected
+from store.atomic import fsync_file
 
 __all__ = ["ALLOWED_FILES", "LoadedModel", "inspect_model_dir", "load_model_dir", "save_model_dir"]
 
@@ -64,8 +65,7 @@ def save_model_dir(model: PreTrainedModel, directory: Path) -> Path:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(model.config.to_json_string())
         for f in tmp.iterdir():
-            with f.open("rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(f)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from protocol.errors import StoreError
+from store.atomic import fsync_file
 from store.base import StoredModel
 from store.hashing import content_hash
 
@@ -31,8 +32,7 @@ def _copy_tree_synced(src: Path, dest: Path) -> int:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-        with target.open("rb") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(target)
         total += target.stat().st_size
     return total
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from store.atomic import write_atomic
 from validator.compete import Contender, EpsilonSchedule, merge_competitions, score_round
 
 __all__ = [
@@ -85,15 +84,7 @@ class Bundle(_Model):
 
 
 def write_bundle(bundle: Bundle, directory: Path) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{bundle.bundle_id}.json"
-    with tempfile.NamedTemporaryFile(dir=directory, delete=False, prefix=".bundle.") as tmp:
-        tmp.write(bundle.canonical())
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-    return path
+    return write_atomic(Path(directory) / f"{bundle.bundle_id}.json", bundle.canonical())
 
 
 class TamperedBundle(ValueError):

@@ -8,12 +8,12 @@ commit-reveal. ``SCHEMA_VERSION`` allows migrating old files instead of wiping t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from store.atomic import write_atomic
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -78,16 +78,4 @@ def load_state(path: Path) -> ValidatorState:
 
 
 def save_state(state: ValidatorState, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = state.model_dump_json(indent=1).encode()
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(Path(path), state.model_dump_json(indent=1).encode())
