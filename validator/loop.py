@@ -146,14 +146,14 @@ def _set_weights(
     if not weights:
         return "skipped: no weights (nothing evaluated or everything rejected)"
     uids, values = weights_to_u16(weights)
-    hp = mg.hyperparameters
-    if not hp.commit_reveal_enabled:
-        result = rt.chain.submit(
-            SetWeights(rt.config.netuid, uids, values, SPEC_VERSION), rt.keypair
-        )
-        if result.ok:
-            state.last_weights_block = mg.block
-        return "set" if result.ok else f"refused: {result.code}: {result.message}"
+    # SetWeights first: the bittensor backend handles commit-reveal itself (timelocked, revealed
+    # by the chain); only a chain that asks for an explicit commit gets the commit/reveal pair.
+    result = rt.chain.submit(SetWeights(rt.config.netuid, uids, values, SPEC_VERSION), rt.keypair)
+    if result.ok:
+        state.last_weights_block = mg.block
+        return "set"
+    if result.code != "commit_reveal_enabled":
+        return f"refused: {result.code}: {result.message}"
     salt = tuple(secrets.randbelow(65536) for _ in range(8))
     digest = weights_commit_hash(
         rt.keypair.ss58_address, rt.config.netuid, uids, values, salt, SPEC_VERSION
