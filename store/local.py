@@ -1,46 +1,84 @@
-"""A content-addressed model store in a folder: ``objects/<content_hash>/`` (shareable by path).
+"""A content-addressed model store in a folder: ``root/objects/<content_hash>/`` (shareable by path).
 
-Writes are atomic (a temp dir inside the store, files fsynced, renamed into place), so a killed
-process leaves either nothing or a whole object; reads verify the content hash again.
+* ``put`` checks the model (safetensors only, no symlinks, at most ``max_bytes``), copies it into a
+  temp dir inside the store (``objects/.incoming-*``), fsyncs every file and directory, checks the
+  copy's hash and renames it into place with ``os.replace``. A process killed at any point leaves
+  either no object or a whole one; a stray ``.incoming-*`` dir is ignored by later puts and gets.
+  Putting the same content again reuses the object. The revision is the content hash; ref ``local``.
+* ``get`` copies the object into a temp dir inside ``dest_dir``, re-verifies the content hash
+  against the revision (``StoreError(code="hash_mismatch")`` for a tampered or corrupt object,
+  leaving nothing behind) and renames it to ``dest_dir/<revision>``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from protocol.errors import StoreError
 from store.atomic import fsync_file
-from store.base import StoredModel
-from store.hashing import content_hash
+from store.base import DEFAULT_MAX_BYTES, PICKLE_SUFFIXES, StoredModel, check_model_dir
+from store.hashing import content_hash, model_files
 
-__all__ = ["LocalStore"]
+__all__ = ["PICKLE_SUFFIXES", "LocalStore"]
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_CONTENT_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_tree_synced(src: Path, dest: Path) -> int:
+    """Copy the regular files of ``src`` into the existing ``dest``; fsync files and dirs."""
     total = 0
-    for path in sorted(src.rglob("*")):
-        if path.is_symlink():
-            raise StoreError(f"{path} is a symlink; refusing it", code="symlink_refused")
+    dirs = {dest}
+    for path in model_files(src):
         target = dest / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         fsync_file(target)
         total += target.stat().st_size
+        parent = target.parent
+        while parent not in dirs:
+            dirs.add(parent)
+            parent = parent.parent
+    for directory in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        _fsync_dir(directory)
     return total
+
+
+def _install(tmp: Path, final: Path, digest: str) -> None:
+    """Rename the verified ``tmp`` to ``final``; a whole valid object already there wins."""
+    if final.exists() and not _holds(final, digest):
+        shutil.rmtree(final)  # a corrupt or partial leftover: replace it
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not _holds(final, digest):  # someone else installed it concurrently: fine if valid
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(final.parent)
+
+
+def _holds(directory: Path, digest: str) -> bool:
+    try:
+        return directory.is_dir() and content_hash(directory) == digest
+    except StoreError:
+        return False
 
 
 class LocalStore:
     ref = "local"
 
-    def __init__(self, root: Path, *, max_bytes: int = 2 * 1024**3) -> None:
+    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
 
@@ -48,59 +86,52 @@ class LocalStore:
     def objects(self) -> Path:
         return self.root / "objects"
 
-    def _check_source(self, model_dir: Path) -> int:
-        total = 0
-        for path in Path(model_dir).rglob("*"):
-            if path.name.endswith(PICKLE_SUFFIXES):
-                raise StoreError(
-                    f"{path.name}: pickle files are refused; safetensors only",
-                    code="pickle_refused",
-                )
-            if path.is_file():
-                total += path.stat().st_size
-        if total > self.max_bytes:
+    def _object(self, ref: str, revision: str) -> Path:
+        if ref != self.ref:
+            raise StoreError(f"this store holds 'local' models, not {ref!r}", code="wrong_store")
+        if not _CONTENT_HASH.match(revision):
             raise StoreError(
-                f"model is {total} bytes; this store takes at most {self.max_bytes}",
-                code="too_large",
+                f"{revision[:80]!r} is not a content hash (64 lowercase hex)", code="bad_ref"
             )
-        return total
+        return self.objects / revision
 
     def put(self, model_dir: Path) -> StoredModel:
-        size = self._check_source(model_dir)
+        model_dir = Path(model_dir)
+        size = check_model_dir(model_dir, self.max_bytes)
         digest = content_hash(model_dir)
         final = self.objects / digest
-        if final.is_dir() and content_hash(final) == digest:
+        if _holds(final, digest):
             return StoredModel(self.ref, digest, digest, size)
         self.objects.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.objects, prefix=".incoming-"))
         try:
-            _copy_tree_synced(Path(model_dir), tmp)
+            _copy_tree_synced(model_dir, tmp)
             if content_hash(tmp) != digest:
                 raise StoreError(
-                    "the model changed while it was being stored", code="hash_mismatch"
+                    "the model changed while it was being stored; store it again",
+                    code="hash_mismatch",
                 )
-            if final.exists():
-                shutil.rmtree(final)  # a corrupted object: replace it
-            os.replace(tmp, final)
+            _install(tmp, final, digest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return StoredModel(self.ref, digest, digest, size)
 
     def exists(self, ref: str, revision: str) -> bool:
-        return ref == self.ref and (self.objects / revision).is_dir()
+        try:
+            return self._object(ref, revision).is_dir()
+        except StoreError:
+            return False
 
     def get(self, ref: str, revision: str, dest_dir: Path) -> Path:
-        if ref != self.ref:
-            raise StoreError(f"this store holds 'local' models, not {ref!r}", code="wrong_store")
-        source = self.objects / revision
-        if not source.is_dir() or "/" in revision or revision.startswith("."):
+        source = self._object(ref, revision)
+        if not source.is_dir():
             raise StoreError(
                 f"model {revision[:16]}… is not in the store at {self.root}", code="not_found"
             )
         dest_dir = Path(dest_dir)
         final = dest_dir / revision
-        if final.is_dir() and content_hash(final) == revision:
+        if _holds(final, revision):
             return final
         dest_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".fetch-"))
@@ -111,10 +142,9 @@ class LocalStore:
                 raise StoreError(
                     f"stored model {revision[:16]}… has content {actual[:16]}…: the store is corrupt",
                     code="hash_mismatch",
+                    fix=f"delete {source} and publish the model again",
                 )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            _install(tmp, final, revision)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
