@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from corpus.dataset import DEFAULT_DATA_DIR
-from protocol.errors import CrucibleError
+from protocol.errors import CrucibleError, DataError
 
 __all__ = ["main"]
 
@@ -44,8 +44,19 @@ def main(argv: list[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             tok.backend_tokenizer.save(str(args.out))
             print(f"tokenizer {args.out}: vocab {len(tok)}, sha256 {file_sha256(args.out)}")
+            print("a changed tokenizer is a new competition version: put its sha256 in a new spec")
         else:
-            manifest = json.loads((args.data_dir / "corpus" / "manifest.json").read_text())
+            from corpus.fetch import CorpusPaths
+
+            path = CorpusPaths(args.data_dir).manifest
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DataError(
+                    f"no readable corpus manifest at {path}: {exc}",
+                    code="corpus_missing",
+                    fix="run `crucible data fetch`",
+                ) from exc
             for doc in manifest["documents"]:
                 print(f"{doc['split']:5} {doc['chars']:>9} {doc['id']}")
     except CrucibleError as exc:

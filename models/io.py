@@ -1,7 +1,9 @@
 """Save and load model directories: safetensors only, constraints checked before instantiation.
 
 A model directory holds ``config.json`` and ``model.safetensors`` (nothing else is accepted except
-``generation_config.json``). Loading never unpickles and never runs remote code: the config is
+``generation_config.json`` and ``crucible.json``, the tokenizer reference:
+``{"tokenizer_sha256": "<hex>"}``, which must name the competition's tokenizer when present; a
+model without it is taken to use the competition's tokenizer, whose vocabulary size it must have). Loading never unpickles and never runs remote code: the config is
 parsed as plain JSON and checked, the safetensors header is read to count parameters, and only
 then is the model built from the config and the tensors loaded strictly.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,11 +29,23 @@ from protocol.competition import ModelConstraints
 from protocol.errors import ModelRejected
 from store.atomic import fsync_file
 
-__all__ = ["ALLOWED_FILES", "LoadedModel", "inspect_model_dir", "load_model_dir", "save_model_dir"]
+__all__ = [
+    "ALLOWED_FILES",
+    "TOKENIZER_REF",
+    "LoadedModel",
+    "ModelReport",
+    "inspect_model_dir",
+    "load_model_dir",
+    "save_model_dir",
+]
 
-ALLOWED_FILES = frozenset({"config.json", "model.safetensors", "generation_config.json"})
+TOKENIZER_REF = "crucible.json"
+ALLOWED_FILES = frozenset(
+    {"config.json", "model.safetensors", "generation_config.json", TOKENIZER_REF}
+)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz")
 MAX_CONFIG_BYTES = 64 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONFIG_CLASSES = {
     "LlamaForCausalLM": ("llama", LlamaConfig),
     "GPT2LMHeadModel": ("gpt2", GPT2Config),
@@ -52,8 +67,11 @@ class LoadedModel:
     report: ModelReport
 
 
-def save_model_dir(model: PreTrainedModel, directory: Path) -> Path:
-    """config.json + model.safetensors, written to a temp dir and renamed into place."""
+def save_model_dir(
+    model: PreTrainedModel, directory: Path, *, tokenizer_sha256: str | None = None
+) -> Path:
+    """config.json + model.safetensors (+ the tokenizer reference when ``tokenizer_sha256`` is
+    given), written to a temp dir and renamed into place."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -64,6 +82,11 @@ def save_model_dir(model: PreTrainedModel, directory: Path) -> Path:
             state.pop("lm_head.weight")
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(model.config.to_json_string())
+        if tokenizer_sha256 is not None:
+            if not _SHA256.match(tokenizer_sha256):
+                raise ModelRejected("bad_config", f"{tokenizer_sha256!r} is not a sha256 hex")
+            ref = json.dumps({"tokenizer_sha256": tokenizer_sha256}, sort_keys=True)
+            (tmp / TOKENIZER_REF).write_text(ref)
         for f in tmp.iterdir():
             fsync_file(f)
         if directory.exists():
@@ -143,6 +166,7 @@ def inspect_model_dir(directory: Path, constraints: ModelConstraints) -> tuple[d
             "sequence_length",
             f"the model handles {positions} positions; {constraints.sequence_length} needed",
         )
+    _check_tokenizer_ref(directory / TOKENIZER_REF, constraints)
     try:
         with safe_open(str(directory / "model.safetensors"), framework="pt") as handle:
             parameters = 0
@@ -157,6 +181,23 @@ def inspect_model_dir(directory: Path, constraints: ModelConstraints) -> tuple[d
             f"{parameters} parameters outside [{constraints.min_parameters}, {constraints.max_parameters}]",
         )
     return config, ModelReport(archs[0], parameters, total, vocab, positions)
+
+
+def _check_tokenizer_ref(path: Path, constraints: ModelConstraints) -> None:
+    if not path.is_file():
+        return
+    try:
+        ref = json.loads(path.read_bytes()[:4096])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _reject("bad_config", f"{TOKENIZER_REF} is not JSON: {exc}") from exc
+    if not isinstance(ref, dict) or set(ref) != {"tokenizer_sha256"}:
+        raise _reject("bad_config", f'{TOKENIZER_REF} must be {{"tokenizer_sha256": "<hex>"}}')
+    if ref["tokenizer_sha256"] != constraints.tokenizer_sha256:
+        raise _reject(
+            "tokenizer",
+            f"the model was trained with tokenizer {str(ref['tokenizer_sha256'])[:16]}…; the "
+            f"competition's is {constraints.tokenizer_sha256[:16]}…",
+        )
 
 
 def load_model_dir(

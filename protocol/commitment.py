@@ -8,6 +8,17 @@
   the model's content to the committing hotkey, so copying someone's commitment earns nothing (the
   copier's hotkey gives a different hash), and 128 bits keep the whole string within the chain's
   128-byte limit while leaving second-preimage forgery infeasible.
+
+Byte budget (the chain stores at most 128 bytes): ``tiny@1:local:<64-hex content hash>:<32 hex>`` is
+110 bytes. With the Hub (a 40-hex commit sha) the fixed parts of ``tiny@1:<repo>:<sha>:<hash>`` take
+81 bytes, leaving 47 for ``owner/name``; a longer repo id is refused with
+``CommitmentError(code="commitment_too_long")`` before anything is committed.
+
+Why 128 bits of secure hash are enough: a copier who wants credit for someone else's model must
+find content whose hash, joined with *their* hotkey, gives the victim's prefix — a second preimage
+of a 128-bit truncation of sha256, about 2**128 work. A birthday-style collision (2**64) does not
+help: both sides of it would be the attacker's own models. The full content hash is still
+recomputed by every validator from the downloaded files and compared via ``matches``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ ARCHITECTURES = ("LlamaForCausalLM", "GPT2LMHeadModel")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a quoted number or a 1 for true is a mistake in a spec, not something to coerce
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelConstraints(_Strict):
@@ -110,11 +111,12 @@ class CompetitionSpec(_Strict):
 def load_spec(path: Path) -> CompetitionSpec:
     try:
         data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read competition spec {path}: {exc}") from exc
     try:
-        return CompetitionSpec.model_validate(data)
-    except ValidationError as exc:
+        # through JSON so strict mode takes TOML arrays for tuples (TOML has no tuple type)
+        return CompetitionSpec.model_validate_json(json.dumps(data))
+    except (TypeError, ValidationError) as exc:  # TypeError: a TOML date, which no field takes
         raise ConfigError(f"competition spec {path} is invalid: {exc}") from exc
 
 

@@ -12,8 +12,12 @@
   times with exponential backoff (``backoff_s``, doubled each try); a missing repo or revision,
   a refused token and offline mode fail at once. Every failure is a ``StoreError``.
 
-This machine has no Hub access, so the tests exercise only construction and the fail-fast path
-with ``HF_HUB_OFFLINE=1`` (checked before any network call, so it never hangs or retries).
+``endpoint`` points the store at a self-hosted Hub instead of huggingface.co.
+
+This machine has no Hub access, so the tests exercise construction, the fail-fast path with
+``HF_HUB_OFFLINE=1`` (checked before any network call, so it never hangs or retries) and the
+retry/backoff/error policy against a scripted Hub-like HTTP server on 127.0.0.1. Uploading to and
+downloading from a real Hub is untested here.
 """
 
 from __future__ import annotations
@@ -63,15 +67,19 @@ class HuggingFaceStore:
         repo_id: str,
         *,
         token: str | None = None,
+        endpoint: str | None = None,
         retries: int = 3,
         backoff_s: float = 1.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         _check_repo_id(repo_id)
         if retries < 0 or backoff_s < 0:
             raise StoreError("retries and backoff_s must be >= 0", code="bad_config")
         self.repo_id, self.token = repo_id, token
+        self.endpoint = endpoint  # None: huggingface.co (or HF_ENDPOINT); else a self-hosted hub
         self.retries, self.backoff_s, self.max_bytes = retries, backoff_s, max_bytes
+        self._sleep = sleep  # injectable so tests can observe the backoff without waiting
 
     def _fail_if_offline(self, what: str) -> None:
         if _offline():
@@ -123,7 +131,7 @@ class HuggingFaceStore:
                 raise StoreError(
                     f"{what} failed after {attempt + 1} tries: {error}", code="hub_error"
                 ) from error
-            time.sleep(delay)
+            self._sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
 
@@ -140,7 +148,7 @@ class HuggingFaceStore:
                     fix=f"remove {name} from the model directory",
                 )
         digest = content_hash(model_dir)
-        api = HfApi(token=self.token)
+        api = HfApi(token=self.token, endpoint=self.endpoint)
         self._retry("create repo", lambda: api.create_repo(self.repo_id, exist_ok=True))
         info = self._retry(
             "upload",
@@ -162,7 +170,10 @@ class HuggingFaceStore:
         _check_repo_id(ref)
         try:
             self._retry(
-                "look up", lambda: HfApi(token=self.token).model_info(ref, revision=revision)
+                "look up",
+                lambda: HfApi(token=self.token, endpoint=self.endpoint).model_info(
+                    ref, revision=revision
+                ),
             )
         except StoreError as exc:
             if exc.code == "not_found":
@@ -191,7 +202,11 @@ class HuggingFaceStore:
             self._retry(
                 "download",
                 lambda: snapshot_download(
-                    ref, revision=revision, local_dir=str(tmp), token=self.token
+                    ref,
+                    revision=revision,
+                    local_dir=str(tmp),
+                    token=self.token,
+                    endpoint=self.endpoint,
                 ),
             )
             for name in HUB_BOOKKEEPING:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from models.build import ModelShape, build_config, build_model, count_parameters, tiny_model
-from models.io import inspect_model_dir, load_model_dir, save_model_dir
+from models.io import TOKENIZER_REF, inspect_model_dir, load_model_dir, save_model_dir
 from protocol.competition import ModelConstraints
 from protocol.errors import ModelRejected
 
@@ -114,3 +114,54 @@ def test_tensors_not_matching_the_config_are_rejected(model_dir: Path) -> None:
     with pytest.raises(ModelRejected) as err:
         load_model_dir(model_dir, CONSTRAINTS)
     assert err.value.reason in ("corrupt", "parameters")
+
+
+def test_a_matching_tokenizer_reference_is_accepted(tmp_path: Path) -> None:
+    path = save_model_dir(tiny_model(), tmp_path / "m", tokenizer_sha256="0" * 64)
+    assert (path / TOKENIZER_REF).is_file()
+    assert load_model_dir(path, CONSTRAINTS).report.vocab_size == 512
+
+
+def test_a_model_trained_with_another_tokenizer_is_rejected(tmp_path: Path) -> None:
+    path = save_model_dir(tiny_model(), tmp_path / "m", tokenizer_sha256="1" * 64)
+    with pytest.raises(ModelRejected) as err:
+        load_model_dir(path, CONSTRAINTS)
+    assert err.value.reason == "tokenizer"
+    (path / TOKENIZER_REF).write_text('{"tokenizer_sha256": "' + "0" * 64 + '", "x": 1}')
+    with pytest.raises(ModelRejected) as err:
+        load_model_dir(path, CONSTRAINTS)
+    assert err.value.reason == "bad_config"
+
+
+def test_rejections_happen_before_any_model_is_built(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a rejected model was instantiated")
+
+    monkeypatch.setattr("models.io.build_model", never)
+    config = json.loads((model_dir / "config.json").read_text())
+    for change, reason in (
+        ({"model_type": "mistral"}, "architecture"),
+        ({"max_position_embeddings": 32}, "sequence_length"),
+        ({"vocab_size": 1024}, "tokenizer"),
+    ):
+        (model_dir / "config.json").write_text(json.dumps(config | change))
+        with pytest.raises(ModelRejected) as err:
+            load_model_dir(model_dir, CONSTRAINTS)
+        assert err.value.reason == reason
+    (model_dir / "config.json").write_text(json.dumps(config))
+    small = CONSTRAINTS.model_copy(update={"max_bytes": 1000})
+    with pytest.raises(ModelRejected) as err:
+        load_model_dir(model_dir, small)
+    assert err.value.reason == "too_large"
+
+
+def test_default_shape_fits_the_tiny_competition(tmp_path: Path) -> None:
+    from protocol.competition import load_competitions
+
+    tiny = load_competitions(Path(__file__).resolve().parents[2] / "competitions")["tiny"]
+    shape = ModelShape(vocab_size=tiny.model.vocab_size)
+    path = save_model_dir(build_model(build_config(shape)), tmp_path / "m")
+    report = inspect_model_dir(path, tiny.model)[1]
+    assert tiny.model.min_parameters <= report.parameters <= tiny.model.max_parameters

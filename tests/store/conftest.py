@@ -1,4 +1,5 @@
-"""A small real model directory: safetensors weights plus a config."""
+"""A small real model directory (safetensors weights plus a config), and no hub: the Hugging Face
+libraries run offline with a private HF_HOME unless a test lifts that for a 127.0.0.1 fake."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ def write_model(directory: Path, seed: int = 0) -> Path:
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return write_model(tmp_path / "model")
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(flag, "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
