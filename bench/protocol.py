@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
@@ -70,8 +71,12 @@ def serve_main() -> None:
     policy = RoutePolicy(rate_per_s=1e6, burst=1_000_000, max_concurrent=10_000, timeout_s=30)
     app = build_echo_server(server_kp, chain, NETUID, policy=policy).app
     running = run_in_thread(app, loop=loop, http=http)
-    cfg = running._server.config
-    impl = f"loop={cfg.loop}, http={cfg.http if isinstance(cfg.http, str) else cfg.http.__name__}"
+    # uvicorn's "auto" means uvloop / httptools when importable: report what actually ran.
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    impl = f"loop={loop}, http={http}"
     print(json.dumps({"port": running.port, "chain": chain_kind, "impl": impl}), flush=True)
     sys.stdin.readline()  # parent closes stdin to stop us
     running.stop()

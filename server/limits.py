@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,16 +33,30 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One token bucket per key (route, hotkey). Keys are only ever authenticated, registered
-    hotkeys, so the table is bounded by the metagraph size times the number of routes."""
+    """One token bucket per key (a caller hotkey), at most ``max_keys`` of them.
+
+    Routes open to any signed caller (``Access.SIGNED``) let anyone mint new hotkeys, so the
+    table is an LRU: past ``max_keys`` the least recently seen bucket is dropped. That gives its
+    key a fresh bucket next time, which a fresh hotkey would get anyway, so nothing is lost.
+    Used from the event loop thread only (no lock).
+    """
 
     def __init__(
-        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate_per_s: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_keys: int = 100_000,
     ) -> None:
         self._rate = rate_per_s
         self._burst = float(burst)
         self._clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
+        self._max_keys = max(1, max_keys)
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def acquire(self, key: str) -> None:
         """Take a token for ``key`` or raise ``RateLimited``."""
@@ -50,6 +65,10 @@ class RateLimiter:
         if bucket is None:
             bucket = TokenBucket(self._rate, self._burst, self._burst, now)
             self._buckets[key] = bucket
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
         if not bucket.take(now):
             wait_s = (1.0 - bucket.tokens) / self._rate
             raise RateLimited(

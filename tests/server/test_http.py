@@ -19,11 +19,12 @@ from bittensor_core import Keypair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chain.interface import BurnedRegister
 from client.transport import SignedClient, Target, query
 from protocol.auth import sign_request, verify_response
 from protocol.messages import INFO_PATH, ModelInfoResponse
 from server.app import CallContext, NeuronServer
-from server.policy import RoutePolicy
+from server.policy import Access, RoutePolicy
 from server.runner import RunningServer, run_in_thread
 from server.testing import (
     ECHO_PATH,
@@ -33,6 +34,7 @@ from server.testing import (
     EchoResponse,
     build_echo_server,
 )
+from tests.conftest import keypair
 from tests.server.conftest import Net
 
 BODY = EchoRequest(text="hello").model_dump_json().encode()
@@ -502,3 +504,54 @@ def test_broken_http_does_not_take_the_server_down(
     # The HTTP parser refuses it (400) or the connection just closes; either way no 2xx.
     assert not answer.startswith(b"HTTP/1.1 2")
     still_answers(net, echo)
+
+
+def test_signed_route_admits_an_unregistered_caller_but_still_checks_the_signature(
+    net: Net,
+) -> None:
+    server = NeuronServer(net.server_kp, net.chain, net.netuid)
+
+    async def public(request: EchoRequest, ctx: CallContext) -> EchoResponse:
+        uid = -1 if ctx.neuron is None else ctx.neuron.uid
+        return EchoResponse(text=request.text, caller_hotkey=ctx.hotkey, caller_uid=uid)
+
+    server.route(
+        ECHO_PATH, EchoRequest, EchoResponse, public, policy=RoutePolicy(access=Access.SIGNED)
+    )
+    with run_in_thread(server.app) as running:
+        target = _target(net, running)
+        stranger = query(net.stranger_kp, [target], ECHO_PATH, EchoRequest(text="p"), EchoResponse)[
+            0
+        ]
+        assert stranger.ok and stranger.value is not None
+        assert (stranger.value.caller_hotkey, stranger.value.caller_uid) == (
+            net.stranger_kp.ss58_address,
+            -1,
+        )
+        headers = signed(net, net.stranger_kp)
+        headers["X-Bittensor-Signature"] = "0x" + "11" * 64
+        status, out = run(
+            raw_post(running, ECHO_PATH, BODY, headers, expected_hotkey=net.server_kp.ss58_address)
+        )
+        assert (status, out["error"]["code"]) == (401, "bad_signature")
+
+
+def test_a_new_registration_is_admitted_after_the_next_metagraph_refresh(net: Net) -> None:
+    latecomer = keypair("server-tests-latecomer")
+    server = build_echo_server(net.server_kp, net.chain, net.netuid, metagraph_refresh_s=0.1)
+    with run_in_thread(server.app) as running:
+        target = _target(net, running)
+        before = query(latecomer, [target], ECHO_PATH, EchoRequest(text="l"), EchoResponse)[0]
+        assert (before.status, before.code) == (403, "not_registered")
+        net.chain.submit(
+            BurnedRegister(netuid=net.netuid, hotkey=latecomer.ss58_address),
+            keypair("server-tests-coldkey"),
+        ).raise_for_failure()
+        deadline = time.monotonic() + 10
+        while True:
+            after = query(latecomer, [target], ECHO_PATH, EchoRequest(text="l"), EchoResponse)[0]
+            if after.ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert after.ok, after
+        assert after.value is not None and after.value.caller_uid == net.uid_of(latecomer)

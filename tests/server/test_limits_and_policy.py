@@ -47,6 +47,20 @@ def test_buckets_are_per_hotkey() -> None:
         limiter.acquire("a")
 
 
+def test_bucket_table_is_bounded_and_forgets_the_least_recently_seen() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=0.001, burst=1, clock=clock, max_keys=3)
+    for key in ("a", "b", "c"):
+        limiter.acquire(key)
+    with pytest.raises(RateLimited):
+        limiter.acquire("a")  # "a" is now the most recently seen
+    limiter.acquire("d")  # evicts "b", the least recently seen
+    assert len(limiter) == 3
+    limiter.acquire("b")  # a fresh bucket, as a brand-new hotkey would get
+    with pytest.raises(RateLimited):
+        limiter.acquire("a")  # still remembered and still empty
+
+
 def test_concurrency_cap_refuses_the_next_call_and_frees_slots() -> None:
     limiter = ConcurrencyLimiter(limit=2)
     with limiter.slot("hk"), limiter.slot("hk"):
