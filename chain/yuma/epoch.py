@@ -13,6 +13,9 @@ that position's score is the smallest v with Σ_{x ≤ v} u > T − κ, which is
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import numpy as np
 
 from chain.yuma.fixed import (
@@ -29,7 +32,7 @@ from chain.yuma.fixed import (
 )
 from chain.yuma.types import EpochInput, EpochOutput, SparseRow
 
-__all__ = ["epoch"]
+__all__ = ["epoch", "weighted_median_columns"]
 
 
 def _normalize(values: np.ndarray) -> np.ndarray:
@@ -54,25 +57,40 @@ def _permits(stake: np.ndarray, k: int, owner: int | None) -> np.ndarray:
 
 
 def _load_rows(
-    rows: list[SparseRow], n: int, convert
-) -> tuple[np.ndarray, np.ndarray]:  # (values, present)
+    rows: list[SparseRow], n: int, convert: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (values, present) matrices of sparse rows; entries on uids ≥ n are ignored (§4.5)."""
     values = np.zeros((len(rows), n), dtype=np.int64)
     present = np.zeros((len(rows), n), dtype=bool)
-    for r, row in enumerate(rows):
-        if not row:
-            continue
-        pairs = np.asarray(row, dtype=np.int64).reshape(-1, 2)
-        pairs = pairs[pairs[:, 0] < n]
-        values[r, pairs[:, 0]] = convert(pairs[:, 1])
-        present[r, pairs[:, 0]] = True
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    total = int(lengths.sum())
+    if total == 0:
+        return values, present
+    # One flat pass over all pairs: far cheaper than converting row by row (1M pairs at 4096 uids).
+    flat = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain.from_iterable(rows)),
+        dtype=np.int64,
+        count=2 * total,
+    ).reshape(-1, 2)
+    row_index = np.repeat(np.arange(len(rows)), lengths)
+    inside = flat[:, 0] < n
+    row_index, cols = row_index[inside], flat[inside, 0]
+    values[row_index, cols] = convert(flat[inside, 1])
+    present[row_index, cols] = True
     return values, present
 
 
-def _consensus(w: np.ndarray, validator_rows: np.ndarray, u: np.ndarray, kappa: int) -> np.ndarray:
-    n = w.shape[1]
+def weighted_median_columns(scores: np.ndarray, u: np.ndarray, kappa: int) -> np.ndarray:
+    """Per column, the smallest score v with Σ_{i: x_i ≤ v} u_i > Σu − κ; the largest if none.
+
+    ``scores`` is (validators, columns) raw Q, ``u`` the validators' re-normalised stake (raw Q),
+    ``kappa`` raw Q. After a stable ascending sort of a column, the first position whose cumulative
+    stake exceeds Σu − κ holds exactly that v (entries tied with it sort after it and only add
+    stake), so one argsort and one cumsum per column give the chain's median (spec §4.6).
+    """
+    n = scores.shape[1]
     if len(u) == 0:
         return np.zeros(n, dtype=np.int64)
-    scores = w[validator_rows]
     order = np.argsort(scores, axis=0, kind="stable")
     sorted_scores = np.take_along_axis(scores, order, axis=0)
     cumulative = np.cumsum(u[order], axis=0)
@@ -168,7 +186,7 @@ def epoch(inp: EpochInput) -> EpochOutput:
     row_of = {int(uid): r for r, uid in enumerate(row_ids)}
     voters = np.flatnonzero(active_stake > 0)
     voter_rows = np.array([row_of[int(v)] for v in voters], dtype=np.int64)
-    consensus = _consensus(w, voter_rows, _normalize(active_stake[voters]), kappa)
+    consensus = weighted_median_columns(w[voter_rows], _normalize(active_stake[voters]), kappa)
 
     # 4.7 clipping and validator trust
     above = w > consensus[np.newaxis, :]

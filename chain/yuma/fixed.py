@@ -185,7 +185,9 @@ def v_exp(x: np.ndarray) -> np.ndarray:
     term = magnitude.copy()
     for i in range(2, 32):
         term = v_mul(term, magnitude)
-        term = v_div(term, np.full_like(term, i << FRAC_BITS))
+        # Q division by the integer i: ⌊(t·2^32)/(i·2^32)⌋ == ⌊t/i⌋ for t ≥ 0, and it cannot
+        # overflow, so a plain integer division is the chain's result without the general path.
+        term //= i
         result = result + term
     result = np.where(magnitude == ONE, _EXP_ONE_RAW, result)
     inverse = v_div(np.full_like(result, ONE), result)

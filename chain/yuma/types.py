@@ -6,14 +6,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from protocol.errors import RequestError
+
 __all__ = ["EpochInput", "EpochInputError", "EpochOutput", "EpochParams", "SparseRow"]
 
 SparseRow = Sequence[tuple[int, int]]
 U16_MAX = 65535
 
 
-class EpochInputError(ValueError):
-    """An epoch input that does not have the documented shape; the message names the field."""
+class EpochInputError(RequestError, ValueError):
+    """An epoch input that does not have the documented shape; the message names the field.
+
+    Part of the project's error tree (a ``RequestError``: the caller sent malformed input) and
+    still a ``ValueError`` for callers that validate generically.
+    """
+
+    code = "bad_epoch_input"
 
 
 def _int(obj: Any, name: str, *, lo: int | None = None, hi: int | None = None) -> int:
