@@ -247,12 +247,25 @@ def test_uid_permutation_permutes_the_outputs(inp: EpochInput, rnd) -> None:
     st.lists(st.integers(1, 65535), min_size=3, max_size=3),
     st.lists(st.integers(0, 65535), min_size=3, max_size=3),
     st.sampled_from(["yuma3", "classic"]),
+    st.lists(st.integers(0, 65535), min_size=3, max_size=3),
+    st.lists(st.integers(0, 65535), min_size=3, max_size=3),
 )
 def test_agreeing_with_consensus_never_earns_less(
-    honest: list[int], deviant: list[int], variant: str
+    honest: list[int], deviant: list[int], variant: str, shared: list[int], other: list[int]
 ) -> None:
-    # v0 and v1 vote the same, v2 deviates; equal stake, no prior bonds: v0 ≥ v2 in dividends.
+    # v0 and v1 vote the same, v2 deviates; equal stake, and v0 and v2 hold equal old bonds
+    # (v1's are arbitrary): v0 ≥ v2 in dividends. Why: with 2 of 3 equal stakes agreeing the
+    # median is the honest vote, so v0's clipped weights dominate v2's entry by entry, hence its
+    # new bonds (same EMA, same old bonds) and its share of every column.
     miners = [3, 4, 5]
+    bonds = [
+        list(zip(miners, shared, strict=True)),
+        list(zip(miners, other, strict=True)),
+        list(zip(miners, shared, strict=True)),
+        [],
+        [],
+        [],
+    ]
     weights = [
         list(zip(miners, honest, strict=True)),
         list(zip(miners, honest, strict=True)),
@@ -261,7 +274,7 @@ def test_agreeing_with_consensus_never_earns_less(
         [],
         [],
     ]
-    out = run_epoch(make_input([TAO, TAO, TAO, 0, 0, 0], weights, variant=variant))
+    out = run_epoch(make_input([TAO, TAO, TAO, 0, 0, 0], weights, variant=variant, bonds=bonds))
     assert out.dividends[0] >= out.dividends[2]
     assert out.validator_trust[0] >= out.validator_trust[2]
 
