@@ -11,8 +11,11 @@ from chain.yuma import EpochInput, EpochInputError, run_epoch
 def main() -> int:
     try:
         inp = EpochInput.from_json(json.load(sys.stdin))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         print(f"error: the input is not JSON: {exc}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: the input JSON is nested too deeply", file=sys.stderr)
         return 2
     except EpochInputError as exc:
         print(f"error: bad epoch input: {exc}", file=sys.stderr)

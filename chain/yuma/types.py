@@ -12,6 +12,7 @@ __all__ = ["EpochInput", "EpochInputError", "EpochOutput", "EpochParams", "Spars
 
 SparseRow = Sequence[tuple[int, int]]
 U16_MAX = 65535
+U64_MAX = (1 << 64) - 1
 
 
 class EpochInputError(RequestError, ValueError):
@@ -146,8 +147,11 @@ class EpochInput:
         variant = obj["variant"]
         if variant not in ("yuma3", "classic"):
             raise EpochInputError(f"variant must be 'yuma3' or 'classic', got {variant!r}")
+        # Stake is a u64 of rao on the chain; beyond that the chain's Q64 arithmetic would
+        # saturate, which this emulation does not model.
         stake = tuple(
-            _int(s, f"stake[{i}]", lo=0) for i, s in enumerate(_list(obj["stake"], "stake"))
+            _int(s, f"stake[{i}]", lo=0, hi=U64_MAX)
+            for i, s in enumerate(_list(obj["stake"], "stake"))
         )
         n = len(stake)
 

@@ -312,11 +312,15 @@ def test_json_cli_round_trips_an_epoch() -> None:
 
 def test_json_cli_rejects_bad_input_clearly() -> None:
     assert _cli("not json").returncode == 2
+    deep = _cli("[" * 100_000)
+    assert deep.returncode == 2 and deep.stderr.count("\n") == 1, deep.stderr
     assert "block is missing" in _cli(json.dumps({"variant": "yuma3"})).stderr
     payload = _payload(make_input([TAO, 0], [[(1, 65535)], []]))
     for key, value, phrase in [
         ("variant", "yuma9", "variant"),
         ("stake", [1, -1], "stake"),
+        ("stake", [2**64, 0], "stake[0]"),
+        ("params", {"kappa": 1}, "params.bonds_penalty is missing"),
         ("weights", [[[1, 70000]], []], "weights[0][0]"),
         ("weights", [[[1, 5], [1, 6]], []], "destination uid twice"),
         ("last_update", [1], "last_update has 1 entries"),
