@@ -49,4 +49,11 @@ def epoch_inputs(draw, max_n: int = 8, variant: str | None = None) -> EpochInput
         validator_permit=permit,
         weights=rows(),
         bonds=rows(),
+        # commit-reveal mask (§4.5 step 5): each uid's earliest pending commit block, if any
+        commit_block=draw(
+            st.one_of(
+                st.none(),
+                st.lists(st.one_of(st.none(), st.integers(0, block)), min_size=n, max_size=n),
+            )
+        ),
     )
