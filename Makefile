@@ -20,7 +20,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m neurons.demo
+	$(PY) -m crucible.neurons.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

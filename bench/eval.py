@@ -18,9 +18,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import matmul_flops  # noqa: E402
-from models.build import ModelShape, build_config, build_model, count_parameters  # noqa: E402
-from protocol.competition import load_competitions  # noqa: E402
-from validator.evaluate import per_sample_losses  # noqa: E402
+from crucible.competitions import specs_dir
+from crucible.models.build import ModelShape, build_config, build_model, count_parameters  # noqa: E402
+from crucible.protocol.competition import load_competitions  # noqa: E402
+from crucible.scoring.losses import per_sample_losses  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def naive(model, windows: np.ndarray) -> float:
 
 
 def main() -> None:
-    specs = load_competitions(ROOT / "competitions")
+    specs = load_competitions(specs_dir())
     flops = matmul_flops()
     figures: dict[str, float] = {
         "matmul_gflops": round(flops / 1e9, 1),

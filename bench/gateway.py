@@ -21,16 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp  # noqa: E402
 from bittensor_core import Keypair  # noqa: E402
 
-from chain.interface import BurnedRegister, DevFaucet, ServeEndpoint, SetCommitment  # noqa: E402
-from chain.local.node import LocalNode, NodeConfig  # noqa: E402
-from client.gateway import ApiKeys, build_gateway  # noqa: E402
-from client.subnet import Subnet  # noqa: E402
-from client.transport import SignedClient, Target  # noqa: E402
-from corpus.tokenizer import load_tokenizer  # noqa: E402
-from miner.serve import ModelSlot, ServedModel, build_miner_server  # noqa: E402
-from models.build import tiny_model  # noqa: E402
-from protocol.messages import GENERATE_PATH, GenerateRequest, GenerateResponse  # noqa: E402
-from server import Access, RoutePolicy, run_in_thread  # noqa: E402
+from crucible.chain.interface import BurnedRegister, DevFaucet, ServeEndpoint, SetCommitment  # noqa: E402
+from crucible.chain.local.node import LocalNode, NodeConfig  # noqa: E402
+from crucible.client.gateway import ApiKeys, build_gateway  # noqa: E402
+from crucible.client.subnet import Subnet  # noqa: E402
+from crucible.client.transport import SignedClient, Target  # noqa: E402
+from crucible.competitions import specs_dir
+from crucible.corpus.tokenizer import load_tokenizer  # noqa: E402
+from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server  # noqa: E402
+from crucible.models.build import tiny_model  # noqa: E402
+from crucible.protocol.messages import GENERATE_PATH, GenerateRequest, GenerateResponse  # noqa: E402
+from crucible.server import Access, RoutePolicy, run_in_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 200
@@ -89,7 +90,7 @@ def main() -> None:
     node.submit(
         SetCommitment(netuid=1, data="tiny@1:local:" + "a" * 64 + ":" + "b" * 32), miner_kp
     ).raise_for_failure()
-    tok = load_tokenizer(ROOT / "competitions" / "tokenizers" / "crucible-bpe-8k-v1.json")
+    tok = load_tokenizer(specs_dir() / "tokenizers" / "crucible-bpe-8k-v1.json")
     slot = ModelSlot(
         ServedModel(
             tiny_model(vocab_size=8192),

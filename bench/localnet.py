@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chain.interface import AddStake, BurnedRegister, DevFaucet, SetWeights  # noqa: E402
-from chain.local.client import LocalChain  # noqa: E402
-from chain.local.extrinsic import sign_call  # noqa: E402
-from chain.local.node import LocalNode, NodeConfig  # noqa: E402
+from crucible.chain.interface import AddStake, BurnedRegister, DevFaucet, SetWeights  # noqa: E402
+from crucible.chain.local.client import LocalChain  # noqa: E402
+from crucible.chain.local.extrinsic import sign_call  # noqa: E402
+from crucible.chain.local.node import LocalNode, NodeConfig  # noqa: E402
 from tests.chain.nodeproc import NodeProcess  # noqa: E402
 from tests.conftest import TEST_HYPERPARAMETERS, keypair  # noqa: E402
 

@@ -30,8 +30,8 @@ import time  # noqa: E402
 
 from bittensor_core import Keypair  # noqa: E402
 
-from client.transport import SignedClient, Target  # noqa: E402
-from server.testing import ECHO_PATH, EchoRequest, EchoResponse  # noqa: E402
+from crucible.client.transport import SignedClient, Target  # noqa: E402
+from crucible.server.testing import ECHO_PATH, EchoRequest, EchoResponse  # noqa: E402
 
 NETUID = 1
 
@@ -40,8 +40,8 @@ def registered_chain(netuid: int, keypairs: list[Keypair]):
     """A real in-process local chain with every key registered (the node the localnet serves)."""
     import tempfile
 
-    from chain.interface import BurnedRegister, DevFaucet
-    from chain.local.node import LocalNode, NodeConfig
+    from crucible.chain.interface import BurnedRegister, DevFaucet
+    from crucible.chain.local.node import LocalNode, NodeConfig
 
     coldkey = Keypair.create_from_uri("//BenchColdkey")
     node = LocalNode(
@@ -58,9 +58,9 @@ def registered_chain(netuid: int, keypairs: list[Keypair]):
 
 def serve_main() -> None:
     """Server process: read keys from stdin, register them on a local chain, serve until EOF."""
-    from server.policy import RoutePolicy
-    from server.runner import run_in_thread
-    from server.testing import build_echo_server
+    from crucible.server.policy import RoutePolicy
+    from crucible.server.runner import run_in_thread
+    from crucible.server.testing import build_echo_server
 
     spec = json.loads(sys.stdin.readline())
     loop, http = spec["loop"], spec["http"]

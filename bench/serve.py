@@ -18,13 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from bittensor_core import Keypair  # noqa: E402
 
-from chain.interface import BurnedRegister, DevFaucet  # noqa: E402
-from chain.local.node import LocalNode, NodeConfig  # noqa: E402
-from client.transport import SignedClient, Target  # noqa: E402
-from corpus.tokenizer import load_tokenizer  # noqa: E402
-from miner.serve import ModelSlot, ServedModel, build_miner_server  # noqa: E402
-from models.build import ModelShape, build_config, build_model  # noqa: E402
-from protocol.messages import (  # noqa: E402
+from crucible.chain.interface import BurnedRegister, DevFaucet  # noqa: E402
+from crucible.chain.local.node import LocalNode, NodeConfig  # noqa: E402
+from crucible.client.transport import SignedClient, Target  # noqa: E402
+from crucible.competitions import specs_dir
+from crucible.corpus.tokenizer import load_tokenizer  # noqa: E402
+from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server  # noqa: E402
+from crucible.models.build import ModelShape, build_config, build_model  # noqa: E402
+from crucible.protocol.messages import (  # noqa: E402
     GENERATE_PATH,
     LOGPROBS_PATH,
     GenerateRequest,
@@ -32,7 +33,7 @@ from protocol.messages import (  # noqa: E402
     LogprobsRequest,
     LogprobsResponse,
 )
-from server import Access, RoutePolicy, run_in_thread  # noqa: E402
+from crucible.server import Access, RoutePolicy, run_in_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY, REQUESTS = 8, 48
@@ -62,7 +63,7 @@ def main() -> None:
     node.submit(DevFaucet(amount_rao=10**13), coldkey).raise_for_failure()
     for kp in (server_kp, client_kp):
         node.submit(BurnedRegister(netuid=1, hotkey=kp.ss58_address), coldkey).raise_for_failure()
-    tok = load_tokenizer(ROOT / "competitions" / "tokenizers" / "crucible-bpe-8k-v1.json")
+    tok = load_tokenizer(specs_dir() / "tokenizers" / "crucible-bpe-8k-v1.json")
     model = build_model(build_config(ModelShape(), eos_token_id=None))
     slot = ModelSlot(ServedModel(model, tok, "tiny@1", None, None, 256))
     # measure the model and the pipeline, not the per-caller rate limit

@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import matmul_flops  # noqa: E402
-from miner.train import TrainConfig, train  # noqa: E402
-from models.build import ModelShape, build_config, build_model, count_parameters  # noqa: E402
+from crucible.miner.train import TrainConfig, train  # noqa: E402
+from crucible.models.build import ModelShape, build_config, build_model, count_parameters  # noqa: E402
 
 STEPS, BATCH, LENGTH = 12, 8, 256
 

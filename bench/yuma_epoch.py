@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chain.yuma import EpochInput, EpochParams, run_epoch  # noqa: E402
-from chain.yuma.reference import reference_epoch  # noqa: E402
+from crucible.chain.yuma import EpochInput, EpochParams, run_epoch  # noqa: E402
+from crucible.chain.yuma.reference import reference_epoch  # noqa: E402
 
 SIZES = [(256, 64), (1024, 128), (4096, 256)]
 

@@ -1,1 +1,1 @@
-"""miner"""
+"""The miner: training, publishing, serving the committed model, self-evaluation."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.interface import Chain, SetCommitment, Signer
-from models.io import ModelReport, load_model_dir
-from protocol.commitment import ModelCommitment
-from protocol.competition import CompetitionSpec
-from protocol.errors import ChainError, ExtrinsicRejected
-from store.base import ModelStore, StoredModel
+from crucible.chain.interface import Chain, SetCommitment, Signer
+from crucible.models.io import ModelReport, load_model_dir
+from crucible.protocol.commitment import ModelCommitment
+from crucible.protocol.competition import CompetitionSpec
+from crucible.protocol.errors import ChainError, ExtrinsicRejected
+from crucible.store.base import ModelStore, StoredModel
 
 __all__ = ["PublishResult", "publish"]
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.interface import Chain
-from corpus.tokenizer import load_tokenizer
-from models.io import load_model_dir
-from protocol.competition import CompetitionSpec
-from protocol.errors import ModelRejected
-from validator.compete import Contender, EpsilonSchedule, beats
-from validator.evaluate import per_sample_losses
-from validator.fetch import StoreResolver, fetch_and_verify
-from validator.round_data import load_eval_pool, round_windows
-from validator.sampling import round_block
+from crucible.chain.interface import Chain
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.models.fetch import fetch_and_verify
+from crucible.models.io import load_model_dir
+from crucible.protocol.competition import CompetitionSpec
+from crucible.protocol.errors import ModelRejected
+from crucible.scoring.compete import Contender, EpsilonSchedule, beats
+from crucible.scoring.losses import per_sample_losses
+from crucible.scoring.sampling import round_block
+from crucible.scoring.windows import load_eval_pool, round_windows
+from crucible.store.resolve import StoreResolver
 
 __all__ = ["SelfEvalReport", "self_evaluate"]
 

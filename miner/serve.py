@@ -15,12 +15,11 @@ import threading
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from chain.interface import Chain, Signer
-from protocol.errors import RequestError
-from protocol.messages import (
+from crucible.chain.interface import Chain, Signer
+from crucible.protocol.errors import RequestError
+from crucible.protocol.messages import (
     GENERATE_PATH,
     INFO_PATH,
     LOGPROBS_PATH,
@@ -30,9 +29,10 @@ from protocol.messages import (
     LogprobsResponse,
     ModelInfoResponse,
 )
-from server import Access, CallContext, NeuronServer, RoutePolicy
+from crucible.scoring.losses import token_logprobs
+from crucible.server import Access, CallContext, NeuronServer, RoutePolicy
 
-__all__ = ["ModelSlot", "ServedModel", "build_miner_server", "generate_tokens", "token_logprobs"]
+__all__ = ["ModelSlot", "ServedModel", "build_miner_server", "generate_tokens"]
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,6 @@ class ModelSlot:
     def swap(self, served: ServedModel) -> None:
         with self._lock:
             self._served = served
-
-
-def token_logprobs(model: PreTrainedModel, token_ids: list[int]) -> list[float]:
-    """log p(token[i+1] | token[:i+1]) in nats, fp32, as the validator computes it."""
-    with torch.inference_mode():
-        ids = torch.tensor([token_ids], dtype=torch.long)
-        logits = model(input_ids=ids).logits[0, :-1, :].float()
-        return F.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None]).squeeze(1).tolist()
 
 
 def generate_tokens(

@@ -11,12 +11,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from chain.interface import Chain, ServeEndpoint, Signer
-from corpus.tokenizer import load_tokenizer
-from miner.serve import ModelSlot, ServedModel
-from protocol.competition import CompetitionSpec
-from protocol.errors import CrucibleError
-from validator.fetch import StoreResolver, fetch_and_verify
+from crucible.chain.interface import Chain, ServeEndpoint, Signer
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.miner.serve import ModelSlot, ServedModel
+from crucible.models.fetch import fetch_and_verify
+from crucible.protocol.competition import CompetitionSpec
+from crucible.protocol.errors import CrucibleError
+from crucible.store.resolve import StoreResolver
 
 __all__ = ["CommitmentWatcher", "load_committed", "register_endpoint"]
 

@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from models.io import save_model_dir
-from store.atomic import fsync_file
-from validator.evaluate import per_sample_losses
+from crucible.models.io import save_model_dir
+from crucible.scoring.losses import per_sample_losses
+from crucible.store.atomic import fsync_file
 
 __all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
 

@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 
-from neurons.common import chain_from, exits_cleanly
-from neurons.options import add_common_options, load_keys, resolve
+from crucible.neurons.common import chain_from, exits_cleanly
+from crucible.neurons.options import add_common_options, load_keys, resolve
 
 
 @exits_cleanly
 def cmd_ask(args: argparse.Namespace) -> int:
-    from client.subnet import Subnet
-    from protocol.messages import SamplingParams
+    from crucible.client.subnet import Subnet
+    from crucible.protocol.messages import SamplingParams
 
     subnet = Subnet(
         chain_from(args),
@@ -40,7 +40,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_miners(args: argparse.Namespace) -> int:
-    from client.subnet import Subnet
+    from crucible.client.subnet import Subnet
 
     rows = Subnet(
         chain_from(args), args.netuid, load_keys(args).hotkey, timeout_s=args.timeout

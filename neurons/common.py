@@ -10,22 +10,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol.errors import CrucibleError
+from crucible.competitions import specs_dir
+from crucible.protocol.errors import CrucibleError
 
 __all__ = [
-    "DEFAULT_SPECS",
     "add_store_options",
     "chain_from",
     "exits_cleanly",
     "load_specs",
     "store_resolver",
 ]
-
-DEFAULT_SPECS = Path(__file__).resolve().parents[1] / "competitions"
-
-# Nothing in a neuron may reach a model or dataset hub unless the operator says so.
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -35,26 +29,24 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         default=Path(os.environ.get("CRUCIBLE_STORE", ".crucible/store")),
         help="local model store folder",
     )
-    parser.add_argument(
-        "--specs", type=Path, default=DEFAULT_SPECS, help="competition specs folder"
-    )
+    parser.add_argument("--specs", type=Path, default=specs_dir(), help="competition specs folder")
 
 
 def load_specs(args: argparse.Namespace):
-    from protocol.competition import load_competitions
+    from crucible.protocol.competition import load_competitions
 
     return load_competitions(args.specs)
 
 
 def store_resolver(args: argparse.Namespace):
-    from store.local import LocalStore
-    from validator.loop import model_store_resolver
+    from crucible.store.local import LocalStore
+    from crucible.store.resolve import model_store_resolver
 
     return model_store_resolver(LocalStore(args.store_dir), os.environ.get("HF_TOKEN"))
 
 
 def chain_from(args: argparse.Namespace):
-    from chain.connect import connect
+    from crucible.chain.connect import connect
 
     return connect(str(args.network), endpoint=args.chain_endpoint)
 

@@ -20,16 +20,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command == "localnet":
-        from chain.local.cli import main as localnet
+        from crucible.chain.local.cli import main as localnet
 
         return localnet(rest)
     if command == "yuma":
-        from chain.yuma.__main__ import main as yuma
+        from crucible.chain.yuma.__main__ import main as yuma
 
         return yuma()
     if command == "data":
         try:
-            from corpus.cli import main as data
+            from crucible.corpus.cli import main as data
         except ImportError:
             print(
                 "crucible data: the corpus tools are not installed in this checkout",

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from bittensor_core import Keypair
 
-from chain.interface import AddStake, BurnedRegister, DevFaucet, Metagraph, ServeEndpoint
-from chain.local.client import LocalChain
-from chain.yuma import EpochInput, EpochParams, run_epoch
+from crucible.chain.interface import AddStake, BurnedRegister, DevFaucet, Metagraph, ServeEndpoint
+from crucible.chain.local.client import LocalChain
+from crucible.chain.yuma import EpochInput, EpochParams, run_epoch
+from crucible.competitions import specs_dir
 
 TAO = 10**9
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def show_yuma_example() -> None:
 def start_node(data_dir: Path, owner: Keypair) -> tuple[subprocess.Popen[bytes], LocalChain]:
     port = free_port()
     cmd = [
-        sys.executable, "-m", "neurons.crucible", "localnet", "--data-dir", str(data_dir),
+        sys.executable, "-m", "crucible.neurons.crucible", "localnet", "--data-dir", str(data_dir),
         "--port", str(port), "--block-time", "0", "--owner", owner.ss58_address, "--tempo", "10",
         "--commit-reveal-enabled", "false", "--weights-rate-limit", "2", "--immunity-period", "50",
     ]  # fmt: skip
@@ -98,8 +99,8 @@ def show_metagraph(mg: Metagraph, names: dict[str, str]) -> None:
 
 
 def prepare_corpus(root: Path) -> Path:
-    from corpus.fetch import fetch_corpus
-    from protocol.errors import DataError
+    from crucible.corpus.fetch import fetch_corpus
+    from crucible.protocol.errors import DataError
 
     if (root / "corpus" / "eval.jsonl").exists():
         print(f"corpus already in {root}/corpus")
@@ -141,25 +142,26 @@ def main() -> int:
 
     import openai
 
-    from chain.interface import SetCommitment
-    from client.gateway import ApiKeys, build_gateway
-    from client.subnet import Subnet
-    from corpus.dataset import token_stream
-    from corpus.tokenizer import load_tokenizer
-    from miner.publish import publish
-    from miner.serve import ModelSlot, ServedModel, build_miner_server
-    from miner.train import TrainConfig, train
-    from models.build import ModelShape, build_config, build_model, count_parameters
-    from models.io import load_model_dir, save_model_dir
-    from protocol.commitment import ModelCommitment
-    from protocol.competition import load_competitions
-    from server import run_in_thread
-    from store.local import LocalStore
-    from validator.bundle import load_bundle, recompute
-    from validator.explain import explain
-    from validator.loop import ValidatorConfig, ValidatorRuntime, model_store_resolver, run_round
-    from validator.round_data import load_eval_pool
-    from validator.state import ValidatorState
+    from crucible.chain.interface import SetCommitment
+    from crucible.client.gateway import ApiKeys, build_gateway
+    from crucible.client.subnet import Subnet
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.miner.publish import publish
+    from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server
+    from crucible.miner.train import TrainConfig, train
+    from crucible.models.build import ModelShape, build_config, build_model, count_parameters
+    from crucible.models.io import load_model_dir, save_model_dir
+    from crucible.protocol.commitment import ModelCommitment
+    from crucible.protocol.competition import load_competitions
+    from crucible.scoring.windows import load_eval_pool
+    from crucible.server import run_in_thread
+    from crucible.store.local import LocalStore
+    from crucible.store.resolve import model_store_resolver
+    from crucible.validator.bundle import load_bundle, recompute
+    from crucible.validator.explain import explain
+    from crucible.validator.loop import ValidatorConfig, ValidatorRuntime, run_round
+    from crucible.validator.state import ValidatorState
 
     show_yuma_example()
     owner = Keypair.create_from_uri("//Alice")
@@ -190,9 +192,9 @@ def main() -> int:
             show_metagraph(chain.metagraph(1), names)
 
             banner("4. Miners train, publish (store + on-chain commitment) and serve")
-            specs = load_competitions(ROOT / "competitions")
+            specs = load_competitions(specs_dir())
             spec = specs["tiny"]
-            tok = load_tokenizer(ROOT / "competitions" / spec.model.tokenizer)
+            tok = load_tokenizer(specs_dir() / spec.model.tokenizer)
             tokens = token_stream(corpus, "train", tok)
             shape = ModelShape(layers=2, hidden=96, heads=3, ffn=256)
             good = build_model(build_config(shape, eos_token_id=tok.eos_token_id), seed=1)
@@ -319,7 +321,7 @@ def main() -> int:
 
             banner("7. A client asks the subnet (crucible-client ask) and through the gateway")
             subnet = Subnet(chain, 1, Keypair.create_from_uri("//Crucible/client"), top_k=3)
-            from protocol.messages import SamplingParams
+            from crucible.protocol.messages import SamplingParams
 
             answer = subnet.ask(
                 "It is a truth universally acknowledged",

@@ -6,14 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from neurons.common import add_store_options, chain_from, exits_cleanly, load_specs, store_resolver
-from neurons.options import add_common_options, describe, load_keys, resolve
+from crucible.neurons.common import (
+    add_store_options,
+    chain_from,
+    exits_cleanly,
+    load_specs,
+    store_resolver,
+)
+from crucible.neurons.options import add_common_options, describe, load_keys, resolve
 
 
 def _spec(args: argparse.Namespace):
     specs = load_specs(args)
     if args.competition not in specs:
-        from protocol.errors import ConfigError
+        from crucible.protocol.errors import ConfigError
 
         raise ConfigError(f"no competition {args.competition!r}; known: {sorted(specs)}")
     return specs[args.competition]
@@ -21,7 +27,7 @@ def _spec(args: argparse.Namespace):
 
 @exits_cleanly
 def cmd_register(args: argparse.Namespace) -> int:
-    from chain.interface import BurnedRegister
+    from crucible.chain.interface import BurnedRegister
 
     keys = load_keys(args, need_coldkey=True)
     result = chain_from(args).submit(
@@ -36,8 +42,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def _leader_model(args: argparse.Namespace, spec):
     """The committed model of the top-incentive miner in this competition, verified like a validator."""
-    from protocol.errors import ModelRejected
-    from validator.fetch import fetch_and_verify
+    from crucible.models.fetch import fetch_and_verify
+    from crucible.protocol.errors import ModelRejected
 
     mg = chain_from(args).metagraph(args.netuid)
     for neuron in sorted(mg.neurons, key=lambda n: -n.incentive):
@@ -60,12 +66,12 @@ def _leader_model(args: argparse.Namespace, spec):
 
 @exits_cleanly
 def cmd_train(args: argparse.Namespace) -> int:
-    from corpus.dataset import token_stream
-    from corpus.tokenizer import load_tokenizer
-    from miner.train import TrainConfig, train
-    from models.build import ModelShape, build_config, build_model
-    from models.io import load_model_dir
-    from validator.round_data import load_eval_pool
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.miner.train import TrainConfig, train
+    from crucible.models.build import ModelShape, build_config, build_model
+    from crucible.models.io import load_model_dir
+    from crucible.scoring.windows import load_eval_pool
 
     spec = _spec(args)
     tok = load_tokenizer(args.specs / spec.model.tokenizer)
@@ -86,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         model = build_model(build_config(shape, eos_token_id=tok.eos_token_id), seed=args.seed)
     pool = load_eval_pool(args.data_dir, tok)
-    from validator.sampling import select_samples
+    from crucible.scoring.sampling import select_samples
 
     held_out = select_samples(pool, args.seed, 16, spec.model.sequence_length)
     import numpy as np
@@ -107,9 +113,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_publish(args: argparse.Namespace) -> int:
-    from miner.publish import publish
-    from store.hf import HuggingFaceStore
-    from store.local import LocalStore
+    from crucible.miner.publish import publish
+    from crucible.store.hf import HuggingFaceStore
+    from crucible.store.local import LocalStore
 
     keys = load_keys(args)
     store = HuggingFaceStore(args.hf_repo) if args.hf_repo else LocalStore(args.store_dir)
@@ -122,9 +128,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_serve(args: argparse.Namespace) -> int:
-    from miner.serve import ModelSlot, build_miner_server
-    from miner.serving_loop import CommitmentWatcher, load_committed, register_endpoint
-    from server import serve
+    from crucible.miner.serve import ModelSlot, build_miner_server
+    from crucible.miner.serving_loop import CommitmentWatcher, load_committed, register_endpoint
+    from crucible.server import serve
 
     keys = load_keys(args)
     chain = chain_from(args)
@@ -160,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_eval(args: argparse.Namespace) -> int:
-    from miner.selfeval import self_evaluate
+    from crucible.miner.selfeval import self_evaluate
 
     keys = load_keys(args)
     report = self_evaluate(

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.errors import ConfigError
+from crucible.protocol.errors import ConfigError
 
 __all__ = ["Keys", "add_common_options", "describe", "load_keys"]
 

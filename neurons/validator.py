@@ -8,14 +8,20 @@ import sys
 import time
 from pathlib import Path
 
-from neurons.common import add_store_options, chain_from, exits_cleanly, load_specs, store_resolver
-from neurons.options import add_common_options, load_keys, resolve
+from crucible.neurons.common import (
+    add_store_options,
+    chain_from,
+    exits_cleanly,
+    load_specs,
+    store_resolver,
+)
+from crucible.neurons.options import add_common_options, load_keys, resolve
 
 
 def build_runtime(args: argparse.Namespace):
-    from corpus.tokenizer import load_tokenizer
-    from validator.loop import ValidatorConfig, ValidatorRuntime
-    from validator.round_data import load_eval_pool
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.scoring.windows import load_eval_pool
+    from crucible.validator.loop import ValidatorConfig, ValidatorRuntime
 
     keys = load_keys(args)
     specs = load_specs(args)
@@ -36,8 +42,8 @@ def build_runtime(args: argparse.Namespace):
 
 @exits_cleanly
 def cmd_run(args: argparse.Namespace) -> int:
-    from validator.loop import run_round
-    from validator.state import load_state
+    from crucible.validator.loop import run_round
+    from crucible.validator.state import load_state
 
     rt = build_runtime(args)
     state = load_state(rt.config.state_path)
@@ -62,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_verify(args: argparse.Namespace) -> int:
-    from validator.bundle import load_bundle, recompute
+    from crucible.validator.bundle import load_bundle, recompute
 
     try:
         bundle = load_bundle(args.bundle)
@@ -71,9 +77,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 1
     report = recompute(bundle)
     if args.reevaluate:
-        from validator.verify import reevaluate
+        from crucible.validator.verify import reevaluate
 
-        report.differences.extend(reevaluate(bundle, args))
+        report.differences.extend(
+            reevaluate(
+                bundle, load_specs(args), args.specs, args.data_dir, args.work_dir / "models"
+            )
+        )
     print(
         "identical: the weights recompute bit for bit"
         if not report.differences
@@ -84,9 +94,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_explain(args: argparse.Namespace) -> int:
-    from validator.bundle import load_bundle
-    from validator.explain import explain
-    from validator.state import load_state
+    from crucible.validator.bundle import load_bundle
+    from crucible.validator.explain import explain
+    from crucible.validator.state import load_state
 
     state = load_state(args.work_dir / "state.json")
     if state.last_bundle is None and args.bundle is None:
@@ -100,9 +110,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_consensus(args: argparse.Namespace) -> int:
-    from validator.bundle import load_bundle
-    from validator.explain import consensus_distance
-    from validator.state import load_state
+    from crucible.validator.bundle import load_bundle
+    from crucible.validator.explain import consensus_distance
+    from crucible.validator.state import load_state
 
     state = load_state(args.work_dir / "state.json")
     bundle = load_bundle(args.work_dir / "bundles" / state.last_bundle)
@@ -123,9 +133,9 @@ def cmd_consensus(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from client.gateway import ApiKeys, build_gateway
-    from client.subnet import Subnet
-    from server import serve
+    from crucible.client.gateway import ApiKeys, build_gateway
+    from crucible.client.subnet import Subnet
+    from crucible.server import serve
 
     keys = load_keys(args)
     subnet = Subnet(

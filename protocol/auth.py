@@ -27,7 +27,7 @@ import bittensor_core
 from bittensor import http_auth
 from bittensor.signing import Signer
 
-from protocol.errors import AuthError
+from crucible.protocol.errors import AuthError
 
 __all__ = [
     "DEFAULT_ALLOWED_SKEW_S",

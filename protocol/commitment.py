@@ -27,7 +27,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from protocol.errors import CommitmentError
+from crucible.protocol.errors import CommitmentError
 
 __all__ = ["MAX_COMMITMENT_BYTES", "SECURE_HASH_HEX", "ModelCommitment", "secure_hash"]
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from protocol.errors import ConfigError
+from crucible.protocol.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

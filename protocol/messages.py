@@ -25,7 +25,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocol.errors import RequestError
+from crucible.protocol.errors import RequestError
 
 __all__ = [
     "GENERATE_PATH",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from bittensor_core import Keypair
 
-from chain.interface import AddStake, BurnedRegister, DevFaucet, Hyperparameters
-from chain.local.node import LocalNode, NodeConfig
+from crucible.chain.interface import AddStake, BurnedRegister, DevFaucet, Hyperparameters
+from crucible.chain.local.node import LocalNode, NodeConfig
 
 TAO = 10**9
 

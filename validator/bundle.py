@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from store.atomic import write_atomic
-from validator.compete import Contender, EpsilonSchedule, merge_competitions, score_round
+from crucible.scoring.compete import Contender, EpsilonSchedule, merge_competitions, score_round
+from crucible.store.atomic import write_atomic
 
 __all__ = [
     "BUNDLE_SCHEMA",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from validator.bundle import Bundle
-from validator.state import ValidatorState
+from crucible.validator.bundle import Bundle
+from crucible.validator.state import ValidatorState
 
 __all__ = ["Explanation", "consensus_distance", "explain"]
 

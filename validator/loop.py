@@ -22,21 +22,27 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from chain.interface import Chain, CommitWeights, Metagraph, RevealWeights, SetWeights, Signer
-from chain.local.runtime import weights_commit_hash
-from chain.weights import weights_to_u16
-from protocol.competition import CompetitionSpec
-from protocol.errors import ChainError, ModelRejected
-from protocol.version import CODE_VERSION, SPEC_VERSION
-from store.base import ModelStore
-from validator.bundle import Bundle, CompetitionRound, write_bundle
-from validator.compete import Contender, EpsilonSchedule, merge_competitions, score_round
-from validator.evaluate import per_sample_losses
-from validator.fetch import FetchedModel, evict_cache, fetch_and_verify
-from validator.probe import probe_miners
-from validator.round_data import round_windows
-from validator.sampling import EvalPool, is_eligible, round_block
-from validator.state import ModelEntry, PendingReveal, ValidatorState, save_state
+from crucible.chain.interface import (
+    Chain,
+    CommitWeights,
+    Metagraph,
+    RevealWeights,
+    SetWeights,
+    Signer,
+)
+from crucible.chain.weights import weights_commit_hash, weights_to_u16
+from crucible.models.fetch import FetchedModel, evict_cache, fetch_and_verify
+from crucible.protocol.competition import CompetitionSpec
+from crucible.protocol.errors import ChainError, ModelRejected
+from crucible.protocol.version import CODE_VERSION, SPEC_VERSION
+from crucible.scoring.compete import Contender, EpsilonSchedule, merge_competitions, score_round
+from crucible.scoring.losses import per_sample_losses
+from crucible.scoring.sampling import EvalPool, is_eligible, round_block
+from crucible.scoring.windows import round_windows
+from crucible.store.base import ModelStore
+from crucible.validator.bundle import Bundle, CompetitionRound, write_bundle
+from crucible.validator.probe import probe_miners
+from crucible.validator.state import ModelEntry, PendingReveal, ValidatorState, save_state
 
 __all__ = ["RoundOutcome", "ValidatorConfig", "ValidatorRuntime", "run_round"]
 
@@ -283,14 +289,3 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
         state.last_bundle = bundle_path.name
     save_state(state, cfg.state_path)
     return RoundOutcome(mg.block, bundle_path, weights, outcome, rejections)
-
-
-def model_store_resolver(
-    local_store: ModelStore, hf_token: str | None = None
-) -> Callable[[str], ModelStore]:
-    from store.hf import HuggingFaceStore
-
-    def resolve(ref: str) -> ModelStore:
-        return local_store if ref == "local" else HuggingFaceStore(ref, token=hf_token)
-
-    return resolve

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from chain.interface import Neuron, Signer
-from client.transport import SignedClient, Target
-from miner.serve import token_logprobs
-from protocol.messages import LOGPROBS_PATH, LogprobsRequest, LogprobsResponse
+from crucible.chain.interface import Neuron, Signer
+from crucible.client.transport import SignedClient, Target
+from crucible.protocol.messages import LOGPROBS_PATH, LogprobsRequest, LogprobsResponse
+from crucible.scoring.losses import token_logprobs
 
 __all__ = ["TOLERANCE_NATS", "probe_miners"]
 

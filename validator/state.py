@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from store.atomic import write_atomic
+from crucible.store.atomic import write_atomic
 
 __all__ = [
     "SCHEMA_VERSION",

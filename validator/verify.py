@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Mapping
+from pathlib import Path
 
-from corpus.tokenizer import load_tokenizer
-from models.io import load_model_dir
-from neurons.common import load_specs
-from validator.bundle import Bundle
-from validator.evaluate import per_sample_losses
-from validator.round_data import load_eval_pool, round_windows
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.models.io import load_model_dir
+from crucible.protocol.competition import CompetitionSpec
+from crucible.scoring.losses import per_sample_losses
+from crucible.scoring.windows import load_eval_pool, round_windows
+from crucible.validator.bundle import Bundle
 
 __all__ = ["reevaluate"]
 
 
-def reevaluate(bundle: Bundle, args: argparse.Namespace) -> list[str]:
+def reevaluate(
+    bundle: Bundle,
+    competitions: Mapping[str, CompetitionSpec],
+    specs_dir: Path,
+    data_dir: Path,
+    models_dir: Path,
+) -> list[str]:
+    """Differences between the bundle's losses and the ones recomputed here (empty = none)."""
     differences = []
-    specs = {s.key: s for s in load_specs(args).values()}
+    specs = {s.key: s for s in competitions.values()}
     for r in bundle.rounds:
         spec = specs.get(r.competition)
         if spec is None or spec.spec_hash != r.spec_hash:
             differences.append(f"{r.competition}: spec not available with hash {r.spec_hash[:12]}")
             continue
-        tok = load_tokenizer(args.specs / spec.model.tokenizer)
-        seed, samples, windows = round_windows(
-            load_eval_pool(args.data_dir, tok), spec, r.block_hash
-        )
+        tok = load_tokenizer(specs_dir / spec.model.tokenizer)
+        seed, samples, windows = round_windows(load_eval_pool(data_dir, tok), spec, r.block_hash)
         if seed != r.seed or [s.sample_id for s in samples] != r.sample_ids:
             differences.append(f"{r.competition}: samples differ from the bundle's")
             continue
         for uid, digest in sorted(r.model_hashes.items()):
-            path = args.work_dir / "models" / digest
+            path = Path(models_dir) / digest
             if not path.is_dir():
                 differences.append(
                     f"{r.competition}: model of uid {uid} ({digest[:12]}) is not in the cache"

@@ -11,14 +11,14 @@ import re
 
 import pytest
 
-from chain.interface import (
+from crucible.chain.interface import (
     BurnedRegister,
     Chain,
     ServeEndpoint,
     SetCommitment,
     SetWeights,
 )
-from protocol.errors import ChainError
+from crucible.protocol.errors import ChainError
 from tests.conftest import keypair
 
 HASH = re.compile(r"^0x[0-9a-f]{64}$")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from chain.local.client import LocalChain
+from crucible.chain.local.client import LocalChain
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ class NodeProcess:
 
     def start(self, timeout_s: float = 30.0) -> LocalChain:
         args = [
-            sys.executable, "-m", "neurons.crucible", "localnet", "--data-dir", str(self.data_dir),
+            sys.executable, "-m", "crucible.neurons.crucible", "localnet", "--data-dir", str(self.data_dir),
             "--port", str(self.port), "--block-time", "0", "--owner", self.owner,
             "--tempo", "10", "--commit-reveal-enabled", "false", "--weights-rate-limit", "2",
             *self.extra,

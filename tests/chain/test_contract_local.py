@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chain.interface import DevFaucet
-from chain.local.client import LocalChain
+from crucible.chain.interface import DevFaucet
+from crucible.chain.local.client import LocalChain
 from tests.chain.contract import ChainContract
 from tests.chain.nodeproc import NodeProcess
 from tests.conftest import TAO, keypair
@@ -77,7 +77,7 @@ def test_http_api_rejects_garbage_and_keeps_serving(node_process: NodeProcess) -
 
 
 def test_unreachable_node_is_a_clear_error(tmp_path: Path) -> None:
-    from protocol.errors import ChainUnavailable
+    from crucible.protocol.errors import ChainUnavailable
     from tests.chain.nodeproc import free_port
 
     with pytest.raises(ChainUnavailable, match="unreachable"):

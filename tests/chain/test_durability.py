@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chain.interface import BurnedRegister, DevFaucet, SetCommitment
-from chain.local.client import LocalChain
+from crucible.chain.interface import BurnedRegister, DevFaucet, SetCommitment
+from crucible.chain.local.client import LocalChain
 from tests.chain.nodeproc import NodeProcess
 from tests.conftest import TAO, keypair
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from chain.interface import (
+from crucible.chain.interface import (
     AddStake,
     BurnedRegister,
     CommitWeights,
@@ -14,8 +14,8 @@ from chain.interface import (
     SetHyperparameter,
     SetWeights,
 )
-from chain.local.extrinsic import SignedExtrinsic, sign_call
-from chain.local.runtime import weights_commit_hash
+from crucible.chain.local.extrinsic import SignedExtrinsic, sign_call
+from crucible.chain.local.runtime import weights_commit_hash
 from tests.conftest import TAO, TEST_HYPERPARAMETERS, keypair
 
 

@@ -20,9 +20,9 @@ from bittensor.balance import Balance
 from bittensor.result import ChainError as SdkChainError
 from bittensor.result import ExtrinsicResult as SdkResult
 
-from chain.bittensor import SDK_ERROR_CODES
-from chain.interface import BurnedRegister, ServeEndpoint, SetCommitment, SetWeights
-from chain.local.node import LocalNode
+from crucible.chain.bittensor import SDK_ERROR_CODES
+from crucible.chain.interface import BurnedRegister, ServeEndpoint, SetCommitment, SetWeights
+from crucible.chain.local.node import LocalNode
 
 # our local error code → a subtensor error name the SDK classifies the same way
 ERROR_NAMES = {code: name for name, code in reversed(list(SDK_ERROR_CODES.items()))}

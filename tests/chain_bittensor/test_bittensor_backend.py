@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from chain.bittensor import BittensorChain, hyperparameters_from_sdk
-from chain.interface import BurnedRegister, DevFaucet, SetWeights
+from crucible.chain.bittensor import BittensorChain, hyperparameters_from_sdk
+from crucible.chain.interface import BurnedRegister, DevFaucet, SetWeights
 from tests.chain.contract import ChainContract
 from tests.chain_bittensor.node_substrate import NodeSubstrate
 from tests.conftest import TAO, keypair

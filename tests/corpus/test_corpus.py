@@ -8,23 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from corpus.cli import main as data_cli
-from corpus.dataset import load_documents, token_stream, tokenized_documents
-from corpus.fetch import CorpusPaths, _download, write_corpus
-from corpus.sources import Document, Source
-from corpus.split import split_of
-from corpus.tokenizer import (
+from crucible.competitions import specs_dir
+from crucible.corpus.cli import main as data_cli
+from crucible.corpus.dataset import load_documents, token_stream, tokenized_documents
+from crucible.corpus.fetch import CorpusPaths, _download, write_corpus
+from crucible.corpus.sources import Document, Source
+from crucible.corpus.split import split_of
+from crucible.corpus.tokenizer import (
     file_sha256,
     load_competition_tokenizer,
     load_tokenizer,
     train_tokenizer,
 )
-from protocol.competition import load_competitions
-from protocol.errors import DataError
+from crucible.protocol.competition import load_competitions
+from crucible.protocol.errors import DataError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 ROOT = Path(__file__).resolve().parents[2]
-TINY = load_competitions(ROOT / "competitions")["tiny"]
+TINY = load_competitions(specs_dir())["tiny"]
 
 
 def test_split_is_a_pure_function_of_the_document_id() -> None:
@@ -68,8 +69,8 @@ def test_tokenizer_training_is_deterministic_and_round_trips(tmp_path: Path) -> 
 
 
 def test_committed_tokenizer_matches_the_competition_spec() -> None:
-    spec = load_competitions(ROOT / "competitions")["tiny"]
-    path = ROOT / "competitions" / spec.model.tokenizer
+    spec = load_competitions(specs_dir())["tiny"]
+    path = specs_dir() / spec.model.tokenizer
     assert file_sha256(path) == spec.model.tokenizer_sha256
     tok = load_tokenizer(path)
     assert len(tok) == spec.model.vocab_size
@@ -85,7 +86,7 @@ def test_broken_tokenizer_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_token_stream_separates_documents_with_eos(tmp_path: Path) -> None:
-    tok = load_competition_tokenizer(TINY.model, ROOT / "competitions")
+    tok = load_competition_tokenizer(TINY.model, specs_dir())
     stream = token_stream(FIXTURE, "eval", tok, cache_dir=tmp_path)
     docs = tokenized_documents(FIXTURE, "eval", tok, cache_dir=tmp_path)
     assert len(stream) == sum(len(ids) + 1 for ids in docs["input_ids"])
@@ -94,14 +95,14 @@ def test_token_stream_separates_documents_with_eos(tmp_path: Path) -> None:
 
 def test_reading_the_committed_fixture_writes_nothing_into_it(tmp_path: Path) -> None:
     before = sorted(p.relative_to(FIXTURE) for p in FIXTURE.rglob("*"))
-    tok = load_competition_tokenizer(TINY.model, ROOT / "competitions")
+    tok = load_competition_tokenizer(TINY.model, specs_dir())
     token_stream(FIXTURE, "train", tok)  # the default cache: datasets' own, never the corpus dir
     assert sorted(p.relative_to(FIXTURE) for p in FIXTURE.rglob("*")) == before
 
 
 def test_competition_tokenizer_is_verified_against_the_spec(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
-    shutil.copytree(ROOT / "competitions", specs)
+    shutil.copytree(specs_dir(), specs)
     assert len(load_competition_tokenizer(TINY.model, specs)) == 8192
     path = specs / TINY.model.tokenizer
     path.write_text(path.read_text().replace('"Thou"', '"THOU"', 1) + " ")
@@ -110,7 +111,7 @@ def test_competition_tokenizer_is_verified_against_the_spec(tmp_path: Path) -> N
     assert err.value.code == "tokenizer_mismatch"
     wrong_vocab = TINY.model.model_copy(update={"vocab_size": 4096})
     with pytest.raises(DataError, match="4096"):
-        load_competition_tokenizer(wrong_vocab, ROOT / "competitions")
+        load_competition_tokenizer(wrong_vocab, specs_dir())
 
 
 def test_a_file_that_is_not_a_tokenizer_is_a_data_error(tmp_path: Path) -> None:

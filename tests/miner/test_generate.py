@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from miner.serve import generate_tokens, token_logprobs
-from models.build import ModelShape, build_config, build_model
+from crucible.miner.serve import generate_tokens, token_logprobs
+from crucible.models.build import ModelShape, build_config, build_model
 
 
 @pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GPT2LMHeadModel"])

@@ -5,20 +5,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from client.transport import Target, query
-from corpus.tokenizer import load_tokenizer
-from miner.serve import ModelSlot, ServedModel, build_miner_server
-from miner.serving_loop import CommitmentWatcher
-from models.build import tiny_model
-from protocol.messages import INFO_PATH, ModelInfoResponse
-from server import run_in_thread
+from crucible.client.transport import Target, query
+from crucible.competitions import specs_dir
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server
+from crucible.miner.serving_loop import CommitmentWatcher
+from crucible.models.build import tiny_model
+from crucible.protocol.messages import INFO_PATH, ModelInfoResponse
+from crucible.server import run_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_watcher_swaps_in_the_newly_committed_model_while_serving(node, neuron_factory) -> None:
     miner = neuron_factory("swap-miner")
-    tok = load_tokenizer(ROOT / "competitions" / "tokenizers" / "crucible-bpe-8k-v1.json")
+    tok = load_tokenizer(specs_dir() / "tokenizers" / "crucible-bpe-8k-v1.json")
     served = [
         ServedModel(
             tiny_model(vocab_size=8192),

@@ -8,22 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chain.interface import SetCommitment
-from corpus.tokenizer import load_tokenizer
-from miner.publish import publish
-from miner.selfeval import self_evaluate
-from models.build import ModelShape, build_config, build_model
-from models.io import load_model_dir, save_model_dir
-from protocol.competition import load_competitions
-from protocol.errors import ExtrinsicRejected, ModelRejected
-from store.local import LocalStore
+from crucible.chain.interface import SetCommitment
+from crucible.competitions import specs_dir
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.miner.publish import publish
+from crucible.miner.selfeval import self_evaluate
+from crucible.models.build import ModelShape, build_config, build_model
+from crucible.models.io import load_model_dir, save_model_dir
+from crucible.protocol.competition import load_competitions
+from crucible.protocol.errors import ExtrinsicRejected, ModelRejected
+from crucible.scoring.losses import per_sample_losses
+from crucible.scoring.windows import load_eval_pool, round_windows
+from crucible.store.local import LocalStore
 from tests.conftest import TEST_HYPERPARAMETERS
-from validator.evaluate import per_sample_losses
-from validator.round_data import load_eval_pool, round_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "corpus"
-SPEC = load_competitions(ROOT / "competitions")["tiny"]
+SPEC = load_competitions(specs_dir())["tiny"]
 SMALL = ModelShape(layers=1, hidden=32, heads=2, ffn=64)
 
 
@@ -84,13 +85,13 @@ def test_self_evaluation_matches_the_validator(
     publish(theirs, SPEC, store, node, 1, other.hotkey)
     node.step(25)
     mine = neuron_factory("se-me")
-    from validator.loop import model_store_resolver
+    from crucible.store.resolve import model_store_resolver
 
     report = self_evaluate(
-        node, 1, SPEC, ROOT / "competitions", FIXTURE, model_store_resolver(store), tmp_path / "cache",
+        node, 1, SPEC, specs_dir(), FIXTURE, model_store_resolver(store), tmp_path / "cache",
         model_dir=model_dir, hotkey=mine.hotkey.ss58_address,
     )  # fmt: skip
-    tok = load_tokenizer(ROOT / "competitions" / SPEC.model.tokenizer)
+    tok = load_tokenizer(specs_dir() / SPEC.model.tokenizer)
     _, _, windows = round_windows(
         load_eval_pool(FIXTURE, tok), SPEC, node.block_hash(report.round_block)
     )

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from miner.train import TrainConfig, lr_at, train
-from models.build import tiny_model
+from crucible.miner.train import TrainConfig, lr_at, train
+from crucible.models.build import tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
@@ -21,8 +21,8 @@ import sys, numpy as np, torch
 sys.path.insert(0, sys.argv[2])
 torch.set_num_threads(1)
 from pathlib import Path
-from miner.train import TrainConfig, train
-from models.build import tiny_model
+from crucible.miner.train import TrainConfig, train
+from crucible.models.build import tiny_model
 tokens = np.random.default_rng(0).integers(0, 512, size=20_000).astype(np.int32)
 cfg = TrainConfig(out_dir=Path(sys.argv[1]), sequence_length=32, batch_size=4, max_steps=int(sys.argv[3]),
                   warmup_steps=3, checkpoint_every=2, progress=False)

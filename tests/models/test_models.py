@@ -9,10 +9,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models.build import ModelShape, build_config, build_model, count_parameters, tiny_model
-from models.io import TOKENIZER_REF, inspect_model_dir, load_model_dir, save_model_dir
-from protocol.competition import ModelConstraints
-from protocol.errors import ModelRejected
+from crucible.competitions import specs_dir
+from crucible.models.build import (
+    ModelShape,
+    build_config,
+    build_model,
+    count_parameters,
+    tiny_model,
+)
+from crucible.models.io import TOKENIZER_REF, inspect_model_dir, load_model_dir, save_model_dir
+from crucible.protocol.competition import ModelConstraints
+from crucible.protocol.errors import ModelRejected
 
 CONSTRAINTS = ModelConstraints(
     architectures=("LlamaForCausalLM", "GPT2LMHeadModel"),
@@ -139,7 +146,7 @@ def test_rejections_happen_before_any_model_is_built(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("a rejected model was instantiated")
 
-    monkeypatch.setattr("models.io.build_model", never)
+    monkeypatch.setattr("crucible.models.io.build_model", never)
     config = json.loads((model_dir / "config.json").read_text())
     for change, reason in (
         ({"model_type": "mistral"}, "architecture"),
@@ -158,9 +165,9 @@ def test_rejections_happen_before_any_model_is_built(
 
 
 def test_default_shape_fits_the_tiny_competition(tmp_path: Path) -> None:
-    from protocol.competition import load_competitions
+    from crucible.protocol.competition import load_competitions
 
-    tiny = load_competitions(Path(__file__).resolve().parents[2] / "competitions")["tiny"]
+    tiny = load_competitions(specs_dir())["tiny"]
     shape = ModelShape(vocab_size=tiny.model.vocab_size)
     path = save_model_dir(build_model(build_config(shape)), tmp_path / "m")
     report = inspect_model_dir(path, tiny.model)[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.interface import DevFaucet
+from crucible.chain.interface import DevFaucet
 from tests.chain.nodeproc import NodeProcess
 from tests.conftest import TAO, keypair
 
@@ -33,7 +33,7 @@ def wallet_path(tmp_path_factory: pytest.TempPathFactory, node_process: NodeProc
     wallet = bt.Wallet(name="cli", hotkey="miner", path=str(path))
     wallet.create_new_coldkey(use_password=False, suppress=True)
     wallet.create_new_hotkey(use_password=False, suppress=True)
-    from chain.local.client import LocalChain
+    from crucible.chain.local.client import LocalChain
 
     LocalChain(node_process.url).submit(
         DevFaucet(amount_rao=100 * TAO), wallet.coldkey
@@ -60,12 +60,14 @@ def run(*args: str, node: NodeProcess, wallet_path: Path) -> subprocess.Complete
 
 
 def test_register_then_list_miners(node_process: NodeProcess, wallet_path: Path) -> None:
-    registered = run("neurons.miner", "register", node=node_process, wallet_path=wallet_path)
+    registered = run(
+        "crucible.neurons.miner", "register", node=node_process, wallet_path=wallet_path
+    )
     assert registered.returncode == 0, registered.stderr
     assert "registered" in registered.stdout and "uid 0" in registered.stdout
-    again = run("neurons.miner", "register", node=node_process, wallet_path=wallet_path)
+    again = run("crucible.neurons.miner", "register", node=node_process, wallet_path=wallet_path)
     assert again.returncode == 1 and "already_registered" in again.stderr
-    miners = run("neurons.client", "miners", node=node_process, wallet_path=wallet_path)
+    miners = run("crucible.neurons.client", "miners", node=node_process, wallet_path=wallet_path)
     assert miners.returncode == 0, miners.stderr
     assert "uid" in miners.stdout and " 0 " in miners.stdout
 
@@ -74,11 +76,16 @@ def test_missing_wallet_and_dead_node_are_clear_errors(
     node_process: NodeProcess, wallet_path: Path, tmp_path: Path
 ) -> None:
     no_wallet = run(
-        "neurons.client", "miners", "--wallet", "nobody", node=node_process, wallet_path=wallet_path
+        "crucible.neurons.client",
+        "miners",
+        "--wallet",
+        "nobody",
+        node=node_process,
+        wallet_path=wallet_path,
     )
     assert no_wallet.returncode == 2 and "btcli wallet create" in no_wallet.stderr
     dead = run(
-        "neurons.client",
+        "crucible.neurons.client",
         "miners",
         "--chain-endpoint",
         "http://127.0.0.1:9",
@@ -90,7 +97,7 @@ def test_missing_wallet_and_dead_node_are_clear_errors(
 
 def test_yuma_and_unknown_network(node_process: NodeProcess, wallet_path: Path) -> None:
     unknown = run(
-        "neurons.client",
+        "crucible.neurons.client",
         "miners",
         "--network",
         "nowhere",
@@ -98,5 +105,5 @@ def test_yuma_and_unknown_network(node_process: NodeProcess, wallet_path: Path) 
         wallet_path=wallet_path,
     )
     assert unknown.returncode == 2 and "unknown network" in unknown.stderr
-    usage = run("neurons.crucible", "--help", node=node_process, wallet_path=wallet_path)
+    usage = run("crucible.neurons.crucible", "--help", node=node_process, wallet_path=wallet_path)
     assert usage.returncode == 0 and "localnet" in usage.stdout

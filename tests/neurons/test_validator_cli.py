@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from chain.interface import AddStake, BurnedRegister, DevFaucet
-from chain.local.client import LocalChain
-from miner.publish import publish
-from models.build import ModelShape, build_config, build_model
-from models.io import save_model_dir
-from protocol.competition import load_competitions
-from store.local import LocalStore
+from crucible.chain.interface import AddStake, BurnedRegister, DevFaucet
+from crucible.chain.local.client import LocalChain
+from crucible.competitions import specs_dir
+from crucible.miner.publish import publish
+from crucible.models.build import ModelShape, build_config, build_model
+from crucible.models.io import save_model_dir
+from crucible.protocol.competition import load_competitions
+from crucible.store.local import LocalStore
 from tests.chain.nodeproc import NodeProcess
 from tests.conftest import TAO, keypair
 
@@ -45,7 +46,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     chain.submit(
         AddStake(netuid=1, hotkey=wallet.hotkey.ss58_address, amount_rao=100 * TAO), wallet.coldkey
     ).raise_for_failure()
-    spec = load_competitions(ROOT / "competitions")["tiny"]
+    spec = load_competitions(specs_dir())["tiny"]
     store = LocalStore(tmp / "store")
     for i in range(2):
         coldkey, hotkey = keypair(f"cli-miner-{i}-c"), keypair(f"cli-miner-{i}-h")
@@ -62,7 +63,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 
 def validator(tmp: Path, node: NodeProcess, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "neurons.validator", "run", "--chain-endpoint", node.url, "--wallet", "val",
+        sys.executable, "-m", "crucible.neurons.validator", "run", "--chain-endpoint", node.url, "--wallet", "val",
         "--wallet-path", str(tmp / "wallets"), "--store-dir", str(tmp / "store"), "--data-dir", str(FIXTURE),
         "--work-dir", str(tmp / "work"), "--quiet", *extra,
     ]  # fmt: skip
@@ -78,7 +79,7 @@ def test_a_round_sets_weights_and_writes_a_bundle(setup) -> None:
     state = json.loads((tmp / "work" / "state.json").read_text())
     assert state["last_bundle"] and (tmp / "work" / "bundles" / state["last_bundle"]).exists()
     verify = subprocess.run(
-        [sys.executable, "-m", "neurons.validator", "verify", str(tmp / "work" / "bundles" / state["last_bundle"])],
+        [sys.executable, "-m", "crucible.neurons.validator", "verify", str(tmp / "work" / "bundles" / state["last_bundle"])],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert verify.returncode == 0 and "bit for bit" in verify.stdout

@@ -9,7 +9,7 @@ from bittensor_core import Keypair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.auth import (
+from crucible.protocol.auth import (
     RESPONSE_HOTKEY_HEADER,
     RESPONSE_SIGNATURE_HEADER,
     new_nonce_store,
@@ -19,7 +19,7 @@ from protocol.auth import (
     verify_request,
     verify_response,
 )
-from protocol.errors import AuthError
+from crucible.protocol.errors import AuthError
 
 CLIENT = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
 SERVER = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())

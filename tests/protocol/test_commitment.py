@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.commitment import MAX_COMMITMENT_BYTES, ModelCommitment, secure_hash
-from protocol.errors import CommitmentError
+from crucible.protocol.commitment import MAX_COMMITMENT_BYTES, ModelCommitment, secure_hash
+from crucible.protocol.errors import CommitmentError
 
 
 def test_commitment_round_trips_and_binds_the_hotkey() -> None:

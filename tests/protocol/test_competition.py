@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from protocol.competition import load_competitions, load_spec
-from protocol.errors import ConfigError
+from crucible.competitions import specs_dir
+from crucible.protocol.competition import load_competitions, load_spec
+from crucible.protocol.errors import ConfigError
 
-SPECS = Path(__file__).resolve().parents[2] / "competitions"
+SPECS = specs_dir()
 
 
 def test_specs_parse_and_reward_shares_of_active_sum_to_one() -> None:

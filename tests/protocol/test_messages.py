@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import RequestError
-from protocol.messages import (
+from crucible.protocol.errors import RequestError
+from crucible.protocol.messages import (
     MAX_INPUT_TOKENS,
     MAX_NEW_TOKENS,
     MAX_VOCAB_ID,

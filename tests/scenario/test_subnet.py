@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from client.gateway import ApiKeys, build_gateway
-from client.subnet import NoAnswer, Subnet
-from server import run_in_thread
+from crucible.client.gateway import ApiKeys, build_gateway
+from crucible.client.subnet import NoAnswer, Subnet
+from crucible.server import run_in_thread
+from crucible.validator.bundle import TamperedBundle, load_bundle, recompute
+from crucible.validator.explain import explain
+from crucible.validator.loop import run_round
+from crucible.validator.state import ValidatorState, load_state
 from tests.conftest import keypair
 from tests.scenario.world import World, build_world
-from validator.bundle import TamperedBundle, load_bundle, recompute
-from validator.explain import explain
-from validator.loop import run_round
-from validator.state import ValidatorState, load_state
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,25 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chain.interface import AddStake, BurnedRegister, DevFaucet, ServeEndpoint
-from chain.local.node import LocalNode, NodeConfig
-from corpus.dataset import token_stream
-from corpus.tokenizer import load_tokenizer
-from miner.publish import publish
-from miner.serve import ModelSlot, ServedModel, build_miner_server
-from miner.train import TrainConfig, train
-from models.build import ModelShape, build_config, build_model
-from models.io import load_model_dir, save_model_dir
-from protocol.commitment import ModelCommitment
-from protocol.competition import load_competitions
-from server import RunningServer, run_in_thread
-from store.hashing import content_hash
-from store.local import LocalStore
+from crucible.chain.interface import AddStake, BurnedRegister, DevFaucet, ServeEndpoint
+from crucible.chain.local.node import LocalNode, NodeConfig
+from crucible.competitions import specs_dir
+from crucible.corpus.dataset import token_stream
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.miner.publish import publish
+from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server
+from crucible.miner.train import TrainConfig, train
+from crucible.models.build import ModelShape, build_config, build_model
+from crucible.models.io import load_model_dir, save_model_dir
+from crucible.protocol.commitment import ModelCommitment
+from crucible.protocol.competition import load_competitions
+from crucible.scoring.windows import load_eval_pool
+from crucible.server import RunningServer, run_in_thread
+from crucible.store.hashing import content_hash
+from crucible.store.local import LocalStore
+from crucible.store.resolve import model_store_resolver
+from crucible.validator.loop import ValidatorConfig, ValidatorRuntime
 from tests.conftest import TAO, TEST_HYPERPARAMETERS, keypair
-from validator.loop import ValidatorConfig, ValidatorRuntime, model_store_resolver
-from validator.round_data import load_eval_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "corpus"
@@ -88,8 +90,8 @@ def build_world(tmp: Path) -> World:
     node = LocalNode(
         tmp / "chain", NodeConfig(owner_coldkey=owner.ss58_address, hyperparameters=hp)
     )
-    spec = load_competitions(ROOT / "competitions")["tiny"]
-    tok = load_tokenizer(ROOT / "competitions" / spec.model.tokenizer)
+    spec = load_competitions(specs_dir())["tiny"]
+    tok = load_tokenizer(specs_dir() / spec.model.tokenizer)
     world = World(tmp, node, spec, tok, LocalStore(tmp / "store"))
     world.neuron("validator", stake_tao=100)
     for name in ("good", "weak", "copy", "liar", "big", "corrupt"):
@@ -134,7 +136,7 @@ def build_world(tmp: Path) -> World:
         c = ModelCommitment.for_model(
             spec.key, "local", stored.revision, content_hash(path), world.hotkeys[name].ss58_address
         )
-        from chain.interface import SetCommitment
+        from crucible.chain.interface import SetCommitment
 
         node.submit(SetCommitment(netuid=1, data=str(c)), world.hotkeys[name]).raise_for_failure()
     node.step(3)

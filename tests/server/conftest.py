@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from bittensor_core import Keypair
 
-from chain.interface import AddStake, BurnedRegister, Chain, DevFaucet
-from chain.local.node import LocalNode, NodeConfig
+from crucible.chain.interface import AddStake, BurnedRegister, Chain, DevFaucet
+from crucible.chain.local.node import LocalNode, NodeConfig
 from tests.conftest import TAO, TEST_HYPERPARAMETERS, keypair
 
 

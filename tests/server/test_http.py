@@ -19,14 +19,14 @@ from bittensor_core import Keypair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain.interface import BurnedRegister
-from client.transport import SignedClient, Target, query
-from protocol.auth import sign_request, verify_response
-from protocol.messages import INFO_PATH, ModelInfoResponse
-from server.app import CallContext, NeuronServer
-from server.policy import Access, RoutePolicy
-from server.runner import RunningServer, run_in_thread
-from server.testing import (
+from crucible.chain.interface import BurnedRegister
+from crucible.client.transport import SignedClient, Target, query
+from crucible.protocol.auth import sign_request, verify_response
+from crucible.protocol.messages import INFO_PATH, ModelInfoResponse
+from crucible.server.app import CallContext, NeuronServer
+from crucible.server.policy import Access, RoutePolicy
+from crucible.server.runner import RunningServer, run_in_thread
+from crucible.server.testing import (
     ECHO_PATH,
     STAKED_ECHO_PATH,
     VALIDATOR_ECHO_PATH,
@@ -475,7 +475,7 @@ def test_client_refuses_an_oversized_response(net: Net, echo: RunningServer) -> 
 def test_client_refuses_a_wallet_object() -> None:
     from bittensor import Wallet
 
-    from protocol.errors import ConfigError
+    from crucible.protocol.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Keypair, not a Wallet"):
         SignedClient(Wallet(name="nobody", path="/tmp/crucible-no-such-wallet"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from chain.interface import Neuron
-from protocol.errors import AuthError, ConfigError
-from server.errors import RateLimited, status_for
-from server.limits import ConcurrencyLimiter, RateLimiter
-from server.policy import Access, RoutePolicy, check_access
+from crucible.chain.interface import Neuron
+from crucible.protocol.errors import AuthError, ConfigError
+from crucible.server.errors import RateLimited, status_for
+from crucible.server.limits import ConcurrencyLimiter, RateLimiter
+from crucible.server.policy import Access, RoutePolicy, check_access
 
 
 class Clock:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from protocol.errors import ChainUnavailable, ConfigError
-from server.errors import status_for
-from server.metagraph_cache import MetagraphCache
+from crucible.protocol.errors import ChainUnavailable, ConfigError
+from crucible.server.errors import status_for
+from crucible.server.metagraph_cache import MetagraphCache
 from tests.server.conftest import Net
 
 

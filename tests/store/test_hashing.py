@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol.commitment import secure_hash as protocol_secure_hash
-from protocol.errors import StoreError
-from store.hashing import content_hash, file_sha256, secure_hash
+from crucible.protocol.commitment import secure_hash as protocol_secure_hash
+from crucible.protocol.errors import StoreError
+from crucible.store.hashing import content_hash, file_sha256, secure_hash
 from tests.store.conftest import write_model
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from protocol.errors import StoreError
-from store.base import ModelStore
-from store.hf import HuggingFaceStore
+from crucible.protocol.errors import StoreError
+from crucible.store.base import ModelStore
+from crucible.store.hf import HuggingFaceStore
 
 
 def test_construction_checks_the_repo_id() -> None:

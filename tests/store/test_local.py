@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from protocol.errors import StoreError
-from store.base import ModelStore, StoredModel
-from store.hashing import content_hash
-from store.local import LocalStore
+from crucible.protocol.errors import StoreError
+from crucible.store.base import ModelStore, StoredModel
+from crucible.store.hashing import content_hash
+from crucible.store.local import LocalStore
 from tests.store.conftest import write_model
 
 

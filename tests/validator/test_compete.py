@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from validator.compete import (
+from crucible.scoring.compete import (
     Contender,
     EpsilonSchedule,
     merge_competitions,

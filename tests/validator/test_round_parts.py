@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.build import tiny_model
-from validator.evaluate import WORST_LOSS, batch_size_for_budget, per_sample_losses
-from validator.sampling import (
+from crucible.models.build import tiny_model
+from crucible.scoring.losses import WORST_LOSS, batch_size_for_budget, per_sample_losses
+from crucible.scoring.sampling import (
     EvalPool,
     is_eligible,
     round_block,
     seed_from_block_hash,
     select_samples,
 )
-from validator.state import ModelEntry, ValidatorState, load_state, save_state
+from crucible.validator.state import ModelEntry, ValidatorState, load_state, save_state
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from crucible.validator.loop import ValidatorConfig, ValidatorRuntime, _set_weights, try_reveal
+from crucible.validator.state import ValidatorState
 from tests.conftest import TEST_HYPERPARAMETERS
-from validator.loop import ValidatorConfig, ValidatorRuntime, _set_weights, try_reveal
-from validator.state import ValidatorState
 
 
 def runtime(chain, keypair, tmp_path: Path) -> ValidatorRuntime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from chain.yuma import EpochInput, EpochParams
+from crucible.chain.yuma import EpochInput, EpochParams
 
 
 @st.composite

@@ -11,8 +11,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.yuma import EpochInput, EpochParams, run_epoch
-from chain.yuma.reference import reference_epoch
+from crucible.chain.yuma import EpochInput, EpochParams, run_epoch
+from crucible.chain.yuma.reference import reference_epoch
 from tests.yuma.strategies import epoch_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,7 +281,7 @@ def test_agreeing_with_consensus_never_earns_less(
 
 def _cli(payload: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "chain.yuma"],
+        [sys.executable, "-m", "crucible.chain.yuma"],
         input=payload,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.yuma import fixed as q
+from crucible.chain.yuma import fixed as q
 
 raws = st.integers(-(1 << 40), 1 << 40)
 positive = st.integers(0, 1 << 50)

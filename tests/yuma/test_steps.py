@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.yuma import EpochInput, EpochInputError, run_epoch
-from chain.yuma import fixed as q
-from chain.yuma.epoch import weighted_median_columns
-from chain.yuma.reference import reference_epoch
-from protocol.errors import CrucibleError, RequestError
+from crucible.chain.yuma import EpochInput, EpochInputError, run_epoch
+from crucible.chain.yuma import fixed as q
+from crucible.chain.yuma.epoch import weighted_median_columns
+from crucible.chain.yuma.reference import reference_epoch
+from crucible.protocol.errors import CrucibleError, RequestError
 from tests.yuma.test_epoch import TAO, make_input
 
 # α_fixed for the default bonds_moving_average 900 000: 1 − ⌊0.9·2^32⌋/2^32 (spec §4.11).

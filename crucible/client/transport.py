@@ -1,0 +1,268 @@
+"""Signed HTTP calls to Crucible servers: one pooled aiohttp session, many targets at once.
+
+Every request is signed with btauth/1 for the hotkey we mean to reach; every answer must carry
+that hotkey's response signature (``protocol.auth.verify_response``) or it is not believed. A call
+never raises for a remote failure: it returns a ``CallResult`` whose ``code`` says what happened
+(``ok``, a server error code such as ``not_registered``, or a client-side one: ``timeout``,
+``unreachable``, ``unsigned_response``, ``wrong_responder``, ``bad_response_signature``,
+``bad_response``, ``response_too_large``, ``transport_error``).
+
+    async with SignedClient(wallet.hotkey) as client:
+        results = await client.call_many(targets, GENERATE_PATH, request, GenerateResponse)
+    best = [r.value for r in results if r.ok]
+
+CLIs without an event loop use ``query(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+from yarl import URL
+
+from crucible.chain.interface import Neuron
+from crucible.protocol.auth import Signer, sign_request, verify_response
+from crucible.protocol.errors import AuthError, ConfigError, RequestError
+from crucible.protocol.messages import ErrorResponse, parse_message
+
+__all__ = ["CallResult", "SignedClient", "Target", "query"]
+
+T = TypeVar("T", bound=BaseModel)
+
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send a request and which hotkey must answer it."""
+
+    hotkey: str
+    url: str  # base URL, e.g. "http://127.0.0.1:8091"
+    uid: int | None = None
+
+    @classmethod
+    def from_neuron(cls, neuron: Neuron) -> Target | None:
+        """The neuron's served endpoint, or None if it serves none."""
+        if neuron.endpoint is None or not neuron.endpoint.port:
+            return None
+        return cls(hotkey=neuron.hotkey, url=neuron.endpoint.url, uid=neuron.uid)
+
+
+@dataclass(frozen=True)
+class CallResult(Generic[T]):
+    """The outcome of one call to one target. ``value`` is set iff ``ok``."""
+
+    target: Target
+    ok: bool
+    code: str
+    status: int | None
+    latency_ms: float
+    value: T | None = None
+    error: str = ""
+
+
+class SignedClient:
+    """Signs, sends, verifies. Create it inside a running loop (or use ``async with``)."""
+
+    def __init__(
+        self,
+        keypair: Signer,
+        *,
+        timeout_s: float = 10.0,
+        max_connections: int = 256,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        if type(keypair).__name__ == "Wallet":
+            raise ConfigError(
+                "SignedClient needs the hotkey Keypair, not a Wallet",
+                fix="pass wallet.hotkey (a Wallet re-reads its key file on every signature)",
+            )
+        if timeout_s <= 0 or max_connections < 1 or max_response_bytes < 1:
+            raise ConfigError("timeout_s, max_connections and max_response_bytes must be > 0")
+        self.keypair = keypair
+        self.hotkey = keypair.ss58_address
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
+            # No default headers or cookies: what we send is exactly what we signed.
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> SignedClient:
+        self._get_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(
+        self,
+        target: Target,
+        path: str,
+        request: BaseModel | None,
+        response_model: type[T],
+        *,
+        method: str | None = None,
+        timeout_s: float | None = None,
+    ) -> CallResult[T]:
+        """One signed call; never raises for a remote failure."""
+        body = b"" if request is None else request.model_dump_json().encode()
+        return await self._send(
+            target,
+            (method or ("GET" if request is None else "POST")).upper(),
+            path,
+            body,
+            response_model,
+            timeout_s or self.timeout_s,
+        )
+
+    async def call_many(
+        self,
+        targets: Sequence[Target],
+        path: str,
+        request: BaseModel | None,
+        response_model: type[T],
+        *,
+        method: str | None = None,
+        timeout_s: float | None = None,
+    ) -> list[CallResult[T]]:
+        """The same request to every target concurrently; results in the order of ``targets``."""
+        body = b"" if request is None else request.model_dump_json().encode()
+        verb = (method or ("GET" if request is None else "POST")).upper()
+        timeout = timeout_s or self.timeout_s
+        return list(
+            await asyncio.gather(
+                *(self._send(t, verb, path, body, response_model, timeout) for t in targets)
+            )
+        )
+
+    async def _send(
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        body: bytes,
+        response_model: type[T],
+        timeout_s: float,
+    ) -> CallResult[T]:
+        start = time.perf_counter()
+
+        def result(code: str, status: int | None, error: str = "", value: T | None = None):
+            return CallResult(
+                target=target,
+                ok=value is not None,
+                code=code,
+                status=status,
+                latency_ms=(time.perf_counter() - start) * 1000,
+                value=value,
+                error=error,
+            )
+
+        headers = sign_request(
+            self.keypair, method=method, path=path, body=body, receiver_ss58=target.hotkey
+        )
+        nonce = int(headers["X-Bittensor-Nonce"])
+        if body:
+            headers["Content-Type"] = "application/json"
+        url = URL(target.url.rstrip("/") + path, encoded=True)
+        session = self._get_session()
+        try:
+            async with session.request(
+                method,
+                url,
+                data=body or None,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                raw = await self._read_limited(resp)
+                resp_headers = resp.headers
+        except asyncio.TimeoutError:
+            return result("timeout", None, f"no answer within {timeout_s:g}s")
+        except RequestError as exc:
+            return result(exc.code, None, exc.message)
+        except aiohttp.ClientConnectorError as exc:
+            return result("unreachable", None, f"cannot connect to {target.url}: {exc.os_error}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return result("transport_error", None, f"{type(exc).__name__}: {exc}")
+
+        try:
+            verify_response(
+                resp_headers,
+                raw,
+                method=method,
+                path=path,
+                status=status,
+                request_nonce_ns=nonce,
+                expected_hotkey_ss58=target.hotkey,
+            )
+        except AuthError as exc:
+            return result(exc.code, status, exc.message)
+
+        if status != 200:
+            try:
+                detail = parse_message(ErrorResponse, raw).error
+                return result(detail.code, status, detail.message)
+            except RequestError:
+                return result(f"http_{status}", status, "error body is not a Crucible error")
+        try:
+            value = response_model.model_validate_json(raw)
+        except ValidationError as exc:
+            return result("bad_response", status, f"invalid {response_model.__name__}: {exc}")
+        return result("ok", status, value=value)
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_response_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise RequestError(
+                f"response of {resp.content_length} bytes exceeds {limit}",
+                code="response_too_large",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(f"response exceeds {limit} bytes", code="response_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def query(
+    keypair: Signer,
+    targets: Sequence[Target],
+    path: str,
+    request: BaseModel | None,
+    response_model: type[T],
+    *,
+    method: str | None = None,
+    timeout_s: float = 10.0,
+) -> list[CallResult[T]]:
+    """Blocking ``call_many`` for CLIs: opens a session, queries, closes it."""
+
+    async def run() -> list[CallResult[T]]:
+        async with SignedClient(keypair, timeout_s=timeout_s) as client:
+            return await client.call_many(
+                targets, path, request, response_model, method=method, timeout_s=timeout_s
+            )
+
+    return asyncio.run(run())

@@ -1,0 +1,64 @@
+"""Errors only a server raises, and the one table mapping every error code to an HTTP status.
+
+Request-level failures reuse the project tree (``AuthError`` for 401/403, ``RequestError`` for
+400/413, ``ChainUnavailable`` for 503); the two that fit no existing branch live here:
+
+    CrucibleError
+    ├── RateLimited        429: token bucket empty or concurrency cap reached for this hotkey
+    └── HandlerTimeout     504: the route's handler ran past its timeout
+"""
+
+from __future__ import annotations
+
+from crucible.protocol.errors import AuthError, ChainError, CrucibleError, RequestError
+
+__all__ = ["STATUS_BY_CODE", "HandlerTimeout", "RateLimited", "status_for"]
+
+
+class RateLimited(CrucibleError):
+    code = "rate_limited"
+
+
+class HandlerTimeout(CrucibleError):
+    code = "handler_timeout"
+
+
+# Stable wire codes. Clients may switch on these; never renumber or rename one.
+STATUS_BY_CODE: dict[str, int] = {
+    "malformed": 400,
+    "bad_request": 400,
+    "malformed_auth": 401,
+    "bad_signature": 401,
+    "stale_request": 401,
+    "replayed_request": 401,
+    "wrong_receiver": 401,
+    "not_registered": 403,
+    "no_validator_permit": 403,
+    "insufficient_stake": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "body_too_large": 413,
+    "rate_limited": 429,
+    "too_many_concurrent": 429,
+    "internal_error": 500,
+    "metagraph_unavailable": 503,
+    "handler_timeout": 504,
+}
+
+
+def status_for(error: CrucibleError) -> int:
+    """HTTP status for ``error``: its code if the table knows it, else its branch of the tree."""
+    status = STATUS_BY_CODE.get(error.code)
+    if status is not None:
+        return status
+    if isinstance(error, AuthError):
+        return 401
+    if isinstance(error, RequestError):
+        return 400
+    if isinstance(error, RateLimited):
+        return 429
+    if isinstance(error, HandlerTimeout):
+        return 504
+    if isinstance(error, ChainError):
+        return 503
+    return 500
