@@ -25,6 +25,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from crucible.models.io import save_model_dir
+from crucible.protocol.errors import ConfigError
 from crucible.scoring.losses import per_sample_losses
 from crucible.store.atomic import fsync_file
 
@@ -50,6 +51,33 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Absurd settings are refused before anything is allocated or trained."""
+        checks = {
+            "sequence_length": 2 <= self.sequence_length <= 1 << 17,
+            "batch_size": 1 <= self.batch_size <= 1 << 16,
+            "grad_accum": 1 <= self.grad_accum <= 1 << 16,
+            "lr": math.isfinite(self.lr) and 0 < self.lr <= 10,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "warmup_steps": 0 <= self.warmup_steps <= 10**9,
+            "max_steps": 0 <= self.max_steps <= 10**9,
+            "weight_decay": math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 10,
+            "grad_clip": math.isfinite(self.grad_clip) and self.grad_clip > 0,
+            "time_budget_s": self.time_budget_s is None
+            or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
+            "token_budget": self.token_budget is None or self.token_budget > 0,
+            "eval_every": self.eval_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ConfigError(
+                f"training settings out of range: {shown}",
+                code="bad_training_config",
+                fix="see `crucible-miner train --help` for sensible values",
+            )
 
 
 @dataclass(frozen=True)

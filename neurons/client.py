@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from crucible.neurons.common import chain_from, exits_cleanly
-from crucible.neurons.options import add_common_options, load_keys, resolve
+from crucible.neurons.common import chain_from, exits_cleanly, new_parser, run_command, subcommands
+from crucible.neurons.options import add_common_options, load_keys
 
 
 @exits_cleanly
@@ -62,28 +62,24 @@ def cmd_miners(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crucible-client", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("ask", help="ask the best miners")
-    a.add_argument("prompt")
-    a.add_argument("--max-tokens", type=int, default=32)
-    a.add_argument("--temperature", type=float, default=0.0)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--top-k", type=int, default=3)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(fn=cmd_ask)
-    m = sub.add_parser("miners", help="uid, hotkey, incentive, endpoint, served model, reachable")
-    m.set_defaults(fn=cmd_miners)
+    parser = new_parser("crucible-client", __doc__)
+    add = subcommands(parser)
+    a = add("ask", cmd_ask, "ask the best miners")
+    a.add_argument("prompt", help="the text to continue")
+    a.add_argument("--max-tokens", type=int, default=32, help="new tokens at most")
+    a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    a.add_argument("--seed", type=int, default=0, help="sampling seed")
+    a.add_argument("--top-k", type=int, default=3, help="miners asked at once")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    m = add("miners", cmd_miners, "uid, hotkey, incentive, endpoint, served model, reachable")
     for p in (a, m):
         add_common_options(p)
-        p.add_argument("--timeout", type=float, default=20.0)
+        p.add_argument("--timeout", type=float, default=20.0, help="seconds per miner")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    resolve(args)
-    return args.fn(args)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What every entry point does the same way: specs, stores, chain, errors → exit codes."""
+"""What every entry point does the same way: parsers, specs, stores, chain, errors → exit codes."""
 
 from __future__ import annotations
 
@@ -11,15 +11,59 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crucible.competitions import specs_dir
-from crucible.protocol.errors import CrucibleError
+from crucible.neurons.lifecycle import Stopped, install_stop_handlers
+from crucible.neurons.options import apply_offline, describe, resolve
+from crucible.protocol.errors import ConfigError, CrucibleError
 
 __all__ = [
+    "HelpFormatter",
     "add_store_options",
     "chain_from",
     "exits_cleanly",
     "load_specs",
+    "new_parser",
+    "run_command",
+    "spec_named",
     "store_resolver",
+    "subcommands",
 ]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every default and keeps the docstrings' line breaks.
+
+    Like ``ArgumentDefaultsHelpFormatter``, but silent where there is no default to show (a
+    required option, or ``None`` meaning "not set"): "(default: None)" tells nobody anything.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or action.required or default in (None, argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def new_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=HelpFormatter
+    )
+
+
+def subcommands(parser: argparse.ArgumentParser) -> Callable[..., argparse.ArgumentParser]:
+    """``add(name, fn, help)`` → a sub-parser whose ``--help`` shows defaults too."""
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str):
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
+        p.set_defaults(fn=fn)
+        return p
+
+    return add
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +71,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         "--store-dir",
         type=Path,
         default=Path(os.environ.get("CRUCIBLE_STORE", ".crucible/store")),
-        help="local model store folder",
+        help="local model store folder (env CRUCIBLE_STORE)",
     )
     parser.add_argument("--specs", type=Path, default=specs_dir(), help="competition specs folder")
 
@@ -38,11 +82,20 @@ def load_specs(args: argparse.Namespace):
     return load_competitions(args.specs)
 
 
+def spec_named(args: argparse.Namespace):
+    specs = load_specs(args)
+    if args.competition not in specs:
+        raise ConfigError(f"no competition {args.competition!r}; known: {sorted(specs)}")
+    return specs[args.competition]
+
+
 def store_resolver(args: argparse.Namespace):
     from crucible.store.local import LocalStore
     from crucible.store.resolve import model_store_resolver
 
-    return model_store_resolver(LocalStore(args.store_dir), os.environ.get("HF_TOKEN"))
+    return model_store_resolver(
+        LocalStore(args.store_dir), os.environ.get("HF_TOKEN"), offline=bool(args.offline)
+    )
 
 
 def chain_from(args: argparse.Namespace):
@@ -52,17 +105,37 @@ def chain_from(args: argparse.Namespace):
 
 
 def exits_cleanly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Our errors become one clear line and an exit code; bugs keep their traceback."""
+    """Our errors become one clear line and an exit code; bugs keep their traceback; a stop
+    signal that reaches a one-shot command is an interruption (128 + signal)."""
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        install_stop_handlers()
         try:
             return fn(args)
         except CrucibleError as exc:
             print(f"error [{exc.code}]: {exc}", file=sys.stderr)
             return exc.exit_code
-        except KeyboardInterrupt:
-            return 130
+        except (Stopped, KeyboardInterrupt) as exc:
+            stop = exc if isinstance(exc, Stopped) else Stopped(2)
+            print(f"interrupted by {stop.name}", file=sys.stderr)
+            return stop.exit_code
 
     return run
+
+
+def run_command(
+    parser: argparse.ArgumentParser, argv: list[str] | None, *, show_settings: bool = False
+) -> int:
+    """Parse, resolve the shared options (with their origins), apply offline mode, run."""
+    args = parser.parse_args(argv)
+    try:
+        resolved = resolve(args)
+    except ConfigError as exc:
+        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
+        return exc.exit_code
+    apply_offline(bool(args.offline))
+    if show_settings or getattr(args, "long_running", False):
+        print(f"{parser.prog} {args.command} settings:\n{describe(resolved)}", file=sys.stderr)
+    return args.fn(args)

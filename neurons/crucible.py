@@ -3,14 +3,53 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
-USAGE = """usage: crucible COMMAND [ARGS]
+from crucible.neurons.common import run_command
 
-commands:
-  localnet   run the embedded local chain node (see `crucible localnet --help`)
-  yuma       run one Yuma epoch: JSON on stdin, JSON on stdout
-  data       fetch the corpus, train the tokenizer (see `crucible data --help`)
+USAGE = """usage: crucible COMMAND [ARGS]   (crucible COMMAND --help for each)
+
+the local chain:
+  localnet          run the embedded chain node (SQLite, block clock, exact Yuma)
+  metagraph         the subnet's neurons: stake, consensus, incentive, dividends, emission, …
+  fund              the dev faucet: mint TAO to your wallet's coldkey (localnet only)
+  balance           your coldkey's free balance
+  stake add|remove  stake on your hotkey (coldkey signs)
+  hyperparameters   list the subnet's hyperparameters; --set NAME VALUE as the owner
+
+tools:
+  yuma              one Yuma epoch: JSON on stdin, JSON on stdout
+  data              fetch the corpus, retrain the tokenizer, list the documents
+
+the neurons have their own commands: crucible-miner, crucible-validator, crucible-client
 """
+
+CHAIN_COMMANDS = ("metagraph", "fund", "balance", "stake", "hyperparameters")
+
+
+def _localnet(rest: list[str]) -> int:
+    from crucible.neurons.localnet import main
+
+    return main(rest)
+
+
+def _yuma(rest: list[str]) -> int:
+    from crucible.chain.yuma.__main__ import main
+
+    return main(rest)
+
+
+def _data(rest: list[str]) -> int:
+    from crucible.neurons.data import main
+
+    return main(rest)
+
+
+TOOLS: dict[str, Callable[[list[str]], int]] = {
+    "localnet": _localnet,
+    "yuma": _yuma,
+    "data": _data,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,24 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command == "localnet":
-        from crucible.chain.local.cli import main as localnet
+    if command in TOOLS:
+        return TOOLS[command](rest)
+    if command in CHAIN_COMMANDS:
+        from crucible.neurons.chain_commands import build_parser
 
-        return localnet(rest)
-    if command == "yuma":
-        from crucible.chain.yuma.__main__ import main as yuma
-
-        return yuma()
-    if command == "data":
-        try:
-            from crucible.corpus.cli import main as data
-        except ImportError:
-            print(
-                "crucible data: the corpus tools are not installed in this checkout",
-                file=sys.stderr,
-            )
-            return 2
-        return data(rest)
+        return run_command(build_parser(), args)
     print(f"crucible: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

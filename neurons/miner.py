@@ -1,8 +1,9 @@
-"""``crucible-miner``: register, train, publish, serve, eval."""
+"""``crucible-miner``: register, train, eval, publish and serve a model."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,33 +12,22 @@ from crucible.neurons.common import (
     chain_from,
     exits_cleanly,
     load_specs,
+    new_parser,
+    run_command,
+    spec_named,
     store_resolver,
+    subcommands,
 )
-from crucible.neurons.options import add_common_options, describe, load_keys, resolve
+from crucible.neurons.lifecycle import announce_ready, stops_on_signals
+from crucible.neurons.options import add_common_options, load_keys
+from crucible.neurons.registration import register_hotkey
 
-
-def _spec(args: argparse.Namespace):
-    specs = load_specs(args)
-    if args.competition not in specs:
-        from crucible.protocol.errors import ConfigError
-
-        raise ConfigError(f"no competition {args.competition!r}; known: {sorted(specs)}")
-    return specs[args.competition]
+DEFAULT_MINER_PORT = 8091
 
 
 @exits_cleanly
 def cmd_register(args: argparse.Namespace) -> int:
-    from crucible.chain.interface import BurnedRegister
-
-    keys = load_keys(args, need_coldkey=True)
-    result = chain_from(args).submit(
-        BurnedRegister(netuid=args.netuid, hotkey=keys.hotkey.ss58_address), keys.coldkey
-    )
-    result.raise_for_failure()
-    print(
-        f"registered {keys.hotkey.ss58_address} as uid {result.data.get('uid')} (burned {result.data.get('burn_rao', 0) / 1e9:.4f} TAO)"
-    )
-    return 0
+    return register_hotkey(args)
 
 
 def _leader_model(args: argparse.Namespace, spec):
@@ -64,46 +54,49 @@ def _leader_model(args: argparse.Namespace, spec):
     raise ModelRejected("missing", f"no verifiable committed model in {spec.key} to start from")
 
 
+def _initial_model(args: argparse.Namespace, spec, eos_token_id: int):
+    from crucible.models.build import ModelShape, build_config, build_model
+    from crucible.models.io import load_model_dir
+
+    if args.from_leader:
+        return _leader_model(args, spec)
+    if args.init_from:
+        return load_model_dir(args.init_from, spec.model).model
+    shape = ModelShape(
+        args.architecture,
+        spec.model.vocab_size,
+        spec.model.sequence_length,
+        args.layers,
+        args.hidden,
+        args.heads,
+        args.ffn,
+    )
+    return build_model(build_config(shape, eos_token_id=eos_token_id), seed=args.seed)
+
+
 @exits_cleanly
 def cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
     from crucible.miner.train import TrainConfig, train
-    from crucible.models.build import ModelShape, build_config, build_model
-    from crucible.models.io import load_model_dir
+    from crucible.scoring.sampling import select_samples
     from crucible.scoring.windows import load_eval_pool
 
-    spec = _spec(args)
-    tok = load_tokenizer(args.specs / spec.model.tokenizer)
-    tokens = token_stream(args.data_dir, "train", tok)
-    if args.from_leader:
-        model = _leader_model(args, spec)
-    elif args.init_from:
-        model = load_model_dir(args.init_from, spec.model).model
-    else:
-        shape = ModelShape(
-            args.architecture,
-            spec.model.vocab_size,
-            spec.model.sequence_length,
-            args.layers,
-            args.hidden,
-            args.heads,
-            args.ffn,
-        )
-        model = build_model(build_config(shape, eos_token_id=tok.eos_token_id), seed=args.seed)
-    pool = load_eval_pool(args.data_dir, tok)
-    from crucible.scoring.sampling import select_samples
-
-    held_out = select_samples(pool, args.seed, 16, spec.model.sequence_length)
-    import numpy as np
-
-    windows = np.stack([pool.window(s, spec.model.sequence_length) for s in held_out])
+    spec = spec_named(args)
     cfg = TrainConfig(
         out_dir=args.out, sequence_length=spec.model.sequence_length, batch_size=args.batch_size, grad_accum=args.grad_accum,
         lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, time_budget_s=args.time_budget,
         token_budget=args.token_budget, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         seed=args.seed, device=args.device, progress=not args.quiet,
     )  # fmt: skip
+    tok = load_tokenizer(args.specs / spec.model.tokenizer)
+    tokens = token_stream(args.data_dir, "train", tok)
+    model = _initial_model(args, spec, tok.eos_token_id)
+    pool = load_eval_pool(args.data_dir, tok)
+    held_out = select_samples(pool, args.seed, 16, spec.model.sequence_length)
+    windows = np.stack([pool.window(s, spec.model.sequence_length) for s in held_out])
     result = train(model, tokens, cfg, eval_windows=windows)
     print(
         f"trained {result.steps} steps ({result.tokens:,} tokens, {result.seconds:.0f} s); held-out loss {result.eval_loss:.4f}; model in {result.model_dir}"
@@ -119,7 +112,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     keys = load_keys(args)
     store = HuggingFaceStore(args.hf_repo) if args.hf_repo else LocalStore(args.store_dir)
-    result = publish(args.model, _spec(args), store, chain_from(args), args.netuid, keys.hotkey)
+    result = publish(
+        args.model, spec_named(args), store, chain_from(args), args.netuid, keys.hotkey
+    )
     print(
         f"published {result.report.parameters:,} parameters; committed at block {result.block}:\n  {result.commitment}"
     )
@@ -151,16 +146,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     register_endpoint(chain, args.netuid, keys.hotkey, args.external_ip or args.host, args.port)
     watcher = CommitmentWatcher(slot, args.watch_interval, load)
     watcher.start()
-    print(f"serving {slot.current.commitment} on {args.host}:{args.port}", flush=True)
-    try:
-        serve(
-            build_miner_server(keys.hotkey, chain, args.netuid, slot).app,
-            args.host,
-            args.port,
-            log_level="warning",
-        )
-    finally:
-        watcher.stop()
+    app = build_miner_server(keys.hotkey, chain, args.netuid, slot).app
+    with stops_on_signals("crucible-miner serve"):
+        try:
+            announce_ready(f"serving {slot.current.commitment} on http://{args.host}:{args.port}")
+            serve(app, args.host, args.port, log_level="warning")
+        finally:
+            watcher.stop()
     return 0
 
 
@@ -170,67 +162,92 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     keys = load_keys(args)
     report = self_evaluate(
-        chain_from(args), args.netuid, _spec(args), args.specs, args.data_dir, store_resolver(args), args.cache_dir,
+        chain_from(args), args.netuid, spec_named(args), args.specs, args.data_dir, store_resolver(args), args.cache_dir,
         model_dir=args.model, hotkey=keys.hotkey.ss58_address, block=args.block,
     )  # fmt: skip
     print(report.to_text())
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crucible-miner", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, fn, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        add_common_options(p)
-        add_store_options(p)
-        p.add_argument("--competition", default="tiny")
-        p.add_argument("--data-dir", type=Path, default=Path("data"))
-        p.add_argument("--cache-dir", type=Path, default=Path(".crucible/miner-cache"))
-        p.set_defaults(fn=fn)
-        return p
-
-    command(
-        "register",
-        cmd_register,
-        "burned registration of the wallet's hotkey (signed by the coldkey)",
+def _command(add, name: str, fn, help_text: str) -> argparse.ArgumentParser:
+    p = add(name, fn, help_text)
+    add_common_options(p)
+    add_store_options(p)
+    p.add_argument("--competition", default="tiny", help="competition id (a spec in --specs)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="corpus folder")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".crucible/miner-cache"),
+        help="where fetched models are kept",
     )
-    t = command("train", cmd_train, "train a model on the training split")
-    t.add_argument("--out", type=Path, default=Path(".crucible/train"))
-    t.add_argument(
-        "--init-from", type=Path, help="continue from a model directory (e.g. the leader's)"
+    return p
+
+
+def _train_options(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--out", type=Path, default=Path(".crucible/train"), help="run folder")
+    start = t.add_mutually_exclusive_group()
+    start.add_argument(
+        "--init-from", type=Path, help="continue from a model directory (e.g. your last model)"
+    )
+    start.add_argument(
+        "--from-leader",
+        action="store_true",
+        help="start from the top-incentive miner's committed model, verified like a validator",
     )
     t.add_argument(
         "--architecture",
         default="LlamaForCausalLM",
         choices=["LlamaForCausalLM", "GPT2LMHeadModel"],
+        help="architecture of a new model",
     )
-    t.add_argument("--layers", type=int, default=4)
-    t.add_argument("--hidden", type=int, default=192)
-    t.add_argument("--heads", type=int, default=6)
-    t.add_argument("--ffn", type=int, default=512)
-    t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--grad-accum", type=int, default=1)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--warmup", type=int, default=20)
-    t.add_argument("--time-budget", type=float, help="seconds")
-    t.add_argument("--token-budget", type=int)
-    t.add_argument("--eval-every", type=int, default=50)
-    t.add_argument("--checkpoint-every", type=int, default=25)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--quiet", action="store_true")
-    p = command("publish", cmd_publish, "check, store and commit a model")
-    p.add_argument("--model", type=Path, required=True)
+    t.add_argument("--layers", type=int, default=4, help="layers of a new model")
+    t.add_argument("--hidden", type=int, default=192, help="hidden size of a new model")
+    t.add_argument("--heads", type=int, default=6, help="attention heads of a new model")
+    t.add_argument("--ffn", type=int, default=512, help="feed-forward size of a new model")
+    t.add_argument("--steps", type=int, default=200, help="optimizer steps")
+    t.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay)")
+    t.add_argument("--warmup", type=int, default=20, help="warm-up steps")
+    t.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    t.add_argument("--token-budget", type=int, help="stop after this many training tokens")
+    t.add_argument("--eval-every", type=int, default=50, help="held-out loss every N steps")
+    t.add_argument(
+        "--checkpoint-every", type=int, default=25, help="resumable checkpoint every N steps"
+    )
+    t.add_argument("--seed", type=int, default=0, help="initialisation and data order")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("crucible-miner", __doc__)
+    add = subcommands(parser)
+    _command(
+        add,
+        "register",
+        cmd_register,
+        "burned registration of the wallet's hotkey (signed by the coldkey)",
+    )
+    _train_options(_command(add, "train", cmd_train, "train a model on the training split"))
+    p = _command(add, "publish", cmd_publish, "check, store and commit a model")
+    p.add_argument("--model", type=Path, required=True, help="the model directory to publish")
     p.add_argument("--hf-repo", help="publish to this Hugging Face repo instead of the local store")
-    s = command("serve", cmd_serve, "serve the committed model (info, generate, logprobs)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8091)
+    s = _command(add, "serve", cmd_serve, "serve the committed model (info, generate, logprobs)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address")
+    s.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CRUCIBLE_MINER_PORT", DEFAULT_MINER_PORT)),
+        help="port (env CRUCIBLE_MINER_PORT)",
+    )
     s.add_argument("--external-ip", help="the IP to advertise on chain (default: --host)")
-    s.add_argument("--watch-interval", type=float, default=12.0)
-    e = command("eval", cmd_eval, "score a model exactly as a validator would, against the leader")
+    s.add_argument(
+        "--watch-interval", type=float, default=12.0, help="seconds between commitment checks"
+    )
+    s.set_defaults(long_running=True)
+    e = _command(add, "eval", cmd_eval, "score a model exactly as a validator would, vs the leader")
     e.add_argument(
         "--model", type=Path, help="a local model directory (default: your committed model)"
     )
@@ -239,11 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    resolved = resolve(args)
-    if getattr(args, "verbose", False):
-        print(describe(resolved))
-    return args.fn(args)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

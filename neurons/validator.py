@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import time
+import threading
 from pathlib import Path
 
 from crucible.neurons.common import (
@@ -13,9 +14,16 @@ from crucible.neurons.common import (
     chain_from,
     exits_cleanly,
     load_specs,
+    new_parser,
+    run_command,
     store_resolver,
+    subcommands,
 )
-from crucible.neurons.options import add_common_options, load_keys, resolve
+from crucible.neurons.lifecycle import announce_ready, stops_on_signals
+from crucible.neurons.options import add_common_options, load_keys
+from crucible.neurons.registration import register_hotkey
+
+DEFAULT_GATEWAY_PORT = 8000
 
 
 def build_runtime(args: argparse.Namespace):
@@ -41,6 +49,23 @@ def build_runtime(args: argparse.Namespace):
 
 
 @exits_cleanly
+def cmd_register(args: argparse.Namespace) -> int:
+    return register_hotkey(args)
+
+
+def _print_outcome(outcome) -> None:
+    shown = ", ".join(
+        f"uid {u}: {w:.3f}" for u, w in sorted(outcome.weights.items(), key=lambda kv: -kv[1])[:8]
+    )
+    print(
+        f"block {outcome.block}: weights [{shown}] → {outcome.set_weights}; bundle {outcome.bundle_path}",
+        flush=True,
+    )
+    for uid, why in sorted(outcome.rejections.items()):
+        print(f"  uid {uid} rejected: {why}")
+
+
+@exits_cleanly
 def cmd_run(args: argparse.Namespace) -> int:
     from crucible.validator.loop import run_round
     from crucible.validator.state import load_state
@@ -48,22 +73,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     rt = build_runtime(args)
     state = load_state(rt.config.state_path)
     done = 0
-    while True:
-        outcome = run_round(rt, state)
-        shown = ", ".join(
-            f"uid {u}: {w:.3f}"
-            for u, w in sorted(outcome.weights.items(), key=lambda kv: -kv[1])[:8]
+    idle = threading.Event()  # never set: its wait is an interruptible sleep
+    with stops_on_signals("crucible-validator run", f"state in {rt.config.state_path}"):
+        announce_ready(f"validator {rt.keypair.ss58_address} on netuid {args.netuid}")
+        while True:
+            _print_outcome(run_round(rt, state))
+            done += 1
+            if args.rounds and done >= args.rounds:
+                return 0
+            idle.wait(args.interval)
+    return 0
+
+
+@exits_cleanly
+def _last_bundle_path(args: argparse.Namespace) -> Path:
+    """``--bundle``/the positional file if given, else the last bundle this validator wrote."""
+    from crucible.protocol.errors import ConfigError
+    from crucible.validator.state import load_state
+
+    if getattr(args, "bundle", None) is not None:
+        return args.bundle
+    state = load_state(args.work_dir / "state.json")
+    if state.last_bundle is None:
+        raise ConfigError(
+            f"no bundle in {args.work_dir} yet",
+            code="no_bundle",
+            fix="run a round first (`crucible-validator run --rounds 1`) or name a bundle file",
         )
-        print(
-            f"block {outcome.block}: weights [{shown}] → {outcome.set_weights}; bundle {outcome.bundle_path}",
-            flush=True,
-        )
-        for uid, why in sorted(outcome.rejections.items()):
-            print(f"  uid {uid} rejected: {why}")
-        done += 1
-        if args.rounds and done >= args.rounds:
-            return 0
-        time.sleep(args.interval)
+    return args.work_dir / "bundles" / state.last_bundle
 
 
 @exits_cleanly
@@ -71,7 +108,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from crucible.validator.bundle import load_bundle, recompute
 
     try:
-        bundle = load_bundle(args.bundle)
+        bundle = load_bundle(_last_bundle_path(args))
     except ValueError as exc:
         print(f"TAMPERED: {exc}")
         return 1
@@ -99,10 +136,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from crucible.validator.state import load_state
 
     state = load_state(args.work_dir / "state.json")
-    if state.last_bundle is None and args.bundle is None:
-        print("no bundle yet: run a round first")
-        return 1
-    bundle = load_bundle(args.bundle or args.work_dir / "bundles" / state.last_bundle)
+    bundle = load_bundle(_last_bundle_path(args))
     result = explain(args.uid, bundle, state)
     print(json.dumps(result.to_json(), indent=1) if args.json else result.to_text())
     return 0
@@ -112,10 +146,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_consensus(args: argparse.Namespace) -> int:
     from crucible.validator.bundle import load_bundle
     from crucible.validator.explain import consensus_distance
-    from crucible.validator.state import load_state
 
-    state = load_state(args.work_dir / "state.json")
-    bundle = load_bundle(args.work_dir / "bundles" / state.last_bundle)
+    bundle = load_bundle(_last_bundle_path(args))
     mg = chain_from(args).metagraph(args.netuid)
     keys = load_keys(args)
     others = {
@@ -144,64 +176,88 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     app = build_gateway(
         subnet, ApiKeys.from_file(args.api_keys), usage_log=args.usage_log, rate_per_s=args.rate
     )
-    print(f"OpenAI-compatible gateway on http://{args.host}:{args.port}/v1", flush=True)
-    serve(app, args.host, args.port, log_level="warning")
+    with stops_on_signals("crucible-validator gateway"):
+        announce_ready(f"OpenAI-compatible gateway on http://{args.host}:{args.port}/v1")
+        serve(app, args.host, args.port, log_level="warning")
     return 0
 
 
+def _command(add, name: str, fn, help_text: str) -> argparse.ArgumentParser:
+    p = add(name, fn, help_text)
+    add_common_options(p)
+    add_store_options(p)
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(".crucible/validator"),
+        help="state, bundles and the model cache",
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="corpus folder")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crucible-validator", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, fn, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        add_common_options(p)
-        add_store_options(p)
-        p.add_argument("--work-dir", type=Path, default=Path(".crucible/validator"))
-        p.add_argument("--data-dir", type=Path, default=Path("data"))
-        p.set_defaults(fn=fn)
-        return p
-
-    r = command(
-        "run", cmd_run, "the evaluation loop: evaluate, compete, set weights, write bundles"
+    parser = new_parser("crucible-validator", __doc__)
+    add = subcommands(parser)
+    _command(
+        add, "register", cmd_register, "burned registration of the wallet's hotkey (coldkey signs)"
+    )
+    r = _command(
+        add, "run", cmd_run, "the evaluation loop: evaluate, compete, set weights, write bundles"
     )
     r.add_argument("--rounds", type=int, default=0, help="stop after N rounds (0 = forever)")
     r.add_argument("--interval", type=float, default=60.0, help="seconds between rounds")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--no-set-weights", action="store_true")
-    r.add_argument("--quiet", action="store_true")
-    v = command(
-        "verify", cmd_verify, "recompute the weights of a score bundle and report differences"
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    r.add_argument("--no-set-weights", action="store_true", help="evaluate only (a dry run)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(long_running=True)
+    v = _command(
+        add, "verify", cmd_verify, "recompute the weights of a score bundle and report differences"
     )
-    v.add_argument("bundle", type=Path)
+    v.add_argument(
+        "bundle", type=Path, nargs="?", default=None, help="a bundle file (default: the last one)"
+    )
     v.add_argument(
         "--reevaluate", action="store_true", help="also recompute the losses from the stored models"
     )
-    e = command("explain", cmd_explain, "why a uid has its weight")
-    e.add_argument("uid", type=int)
-    e.add_argument("--bundle", type=Path)
-    e.add_argument("--json", action="store_true")
-    command(
+    e = _command(add, "explain", cmd_explain, "why a uid has its weight")
+    e.add_argument("uid", type=int, help="the uid to explain")
+    e.add_argument("--bundle", type=Path, help="a bundle file (default: the last one)")
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    _command(
+        add,
         "consensus",
         cmd_consensus,
         "how far the last weights are from the other validators' consensus",
     )
-    g = command(
-        "gateway", cmd_gateway, "an OpenAI-compatible /v1/completions in front of the best miners"
+    g = _command(
+        add,
+        "gateway",
+        cmd_gateway,
+        "an OpenAI-compatible /v1/completions in front of the best miners",
     )
-    g.add_argument("--host", default="127.0.0.1")
-    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--host", default="127.0.0.1", help="bind address")
+    g.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CRUCIBLE_GATEWAY_PORT", DEFAULT_GATEWAY_PORT)),
+        help="port (env CRUCIBLE_GATEWAY_PORT)",
+    )
     g.add_argument("--api-keys", type=Path, required=True, help='JSON file {"key": "name", …}')
-    g.add_argument("--usage-log", type=Path, default=Path(".crucible/gateway-usage.jsonl"))
+    g.add_argument(
+        "--usage-log",
+        type=Path,
+        default=Path(".crucible/gateway-usage.jsonl"),
+        help="one JSON line per request",
+    )
     g.add_argument("--rate", type=float, default=2.0, help="requests per second per API key")
-    g.add_argument("--top-k", type=int, default=3)
+    g.add_argument("--top-k", type=int, default=3, help="miners asked per request")
+    g.set_defaults(long_running=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    resolve(args)
-    return args.fn(args)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

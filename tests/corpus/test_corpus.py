@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crucible.competitions import specs_dir
-from crucible.corpus.cli import main as data_cli
+from crucible.neurons.data import main as data_cli
 from crucible.corpus.dataset import load_documents, token_stream, tokenized_documents
 from crucible.corpus.fetch import CorpusPaths, _download, write_corpus
 from crucible.corpus.sources import Document, Source

@@ -9,23 +9,49 @@ import time
 from pathlib import Path
 
 from crucible.corpus.dataset import DEFAULT_DATA_DIR
-from crucible.protocol.errors import CrucibleError, DataError
+from crucible.neurons.common import new_parser
+from crucible.protocol.errors import ConfigError, CrucibleError, DataError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("crucible data", __doc__)
+    parser.add_argument(
+        "action",
+        choices=["fetch", "train-tokenizer", "info"],
+        help="fetch the corpus; retrain the tokenizer on its training split; list its documents",
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="corpus folder")
+    parser.add_argument("--vocab-size", type=int, default=8192, help="train-tokenizer: vocabulary")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("tokenizer.json"),
+        help="train-tokenizer: where to write the tokenizer file",
+    )
+    return parser
+
+
+def _fetcher():
+    try:
+        import rdata  # noqa: F401  (the Austen source is R data)
+    except ImportError as exc:
+        raise ConfigError(
+            "`crucible data fetch` needs the `data` extra (the rdata package) to read the Austen corpus",
+            code="missing_extra",
+            fix="pip install 'crucible-subnet[data]'",
+        ) from exc
+    from crucible.corpus.fetch import fetch_corpus
+
+    return fetch_corpus
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crucible data", description=__doc__)
-    parser.add_argument("action", choices=["fetch", "train-tokenizer", "info"])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument(
-        "--out", type=Path, default=Path("competitions/tokenizers/crucible-bpe-8k-v1.json")
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.action == "fetch":
-            from crucible.corpus.fetch import fetch_corpus
+            fetch_corpus = _fetcher()
 
             start = time.monotonic()
             manifest = fetch_corpus(args.data_dir)
