@@ -8,14 +8,21 @@ SDK metagraph neurons → ``Neuron`` (u16 fractions → floats, Balances → rao
 ``AddStake``/``RemoveStake``/``Transfer``) or the raw ``Commitments.set_commitment`` call, and SDK
 errors → our stable codes. Reads retry with bounded backoff on connection loss; every call has a
 timeout.
+
+Each SDK call runs on its own daemon thread (``_BoundedCalls``) and the caller waits at most its
+timeout: a call that hangs past it is abandoned (it keeps its thread until the SDK returns) and
+later calls run at once on fresh threads. At most ``max_hung_calls`` may be outstanding; beyond
+that calls fail fast with ``ChainUnavailable`` rather than pile up threads.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -130,6 +137,40 @@ def _commitment_info(data: str) -> dict[str, Any]:
     return {"fields": [{f"Raw{len(raw)}": "0x" + raw.hex()}]}
 
 
+class _BoundedCalls:
+    """Runs each blocking call on a fresh daemon thread and waits at most its timeout.
+
+    A shared single worker would let one hung call block every later one; here a hung call only
+    holds its own thread (daemon, so it never blocks interpreter exit) and one of ``limit`` slots.
+    """
+
+    def __init__(self, limit: int, name: str) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._limit, self._name = limit, name
+        self._ids = itertools.count()
+
+    def run(self, fn: Callable[[], T], timeout_s: float) -> T:
+        if not self._slots.acquire(blocking=False):
+            raise ChainUnavailable(
+                f"{self._name}: {self._limit} earlier calls are still hung; not starting another",
+                code="timeout",
+                fix="check the endpoint; the stuck calls are abandoned, not retried",
+            )
+        future: Future[T] = Future()
+
+        def work() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    future.set_result(fn())
+            except BaseException as exc:  # handed to the waiting caller, raised there
+                future.set_exception(exc)
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=work, name=f"{self._name}-{next(self._ids)}", daemon=True).start()
+        return future.result(timeout=timeout_s)
+
+
 class BittensorChain:
     """``network`` is ``finney``, ``test``, ``local``, ``archive`` or a ``ws://``/``wss://`` URL;
     ``substrate`` injects an implementation of the SDK's ``Substrate`` protocol (tests)."""
@@ -142,6 +183,7 @@ class BittensorChain:
         substrate: Any = None,
         retries: int = 2,
         backoff_s: float = 1.0,
+        max_hung_calls: int = 8,
     ) -> None:
         import bittensor as bt
 
@@ -149,13 +191,12 @@ class BittensorChain:
         self.network = network
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._client = bt.SyncClient(network, substrate=substrate)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bittensor-chain")
+        self._calls = _BoundedCalls(max_hung_calls, "bittensor-chain")
 
     # ---- the one place SDK failures become ours ----------------------------------------------
     def _with_timeout(self, fn: Callable[[], T], timeout_s: float) -> T:
-        future = self._pool.submit(fn)
         try:
-            return future.result(timeout=timeout_s)
+            return self._calls.run(fn, timeout_s)
         except FutureTimeout as exc:
             raise ChainUnavailable(
                 f"{self.network}: no answer within {timeout_s:.0f} s",
@@ -362,4 +403,3 @@ class BittensorChain:
 
     def close(self) -> None:
         self._client.close()
-        self._pool.shutdown(wait=False)

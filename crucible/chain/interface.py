@@ -285,12 +285,18 @@ class DevFaucet(Call):
 
 @dataclass(frozen=True)
 class ExtrinsicResult:
+    """What the chain did with one signed call. ``duplicate`` is true when the very same signed
+    extrinsic (same ``digest``) had already been applied and this is its recorded result: the
+    answer to a re-send after a lost reply, not a second execution."""
+
     ok: bool
     call: str
     block: int | None = None
     code: str = "ok"
     message: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    digest: str | None = None
+    duplicate: bool = False
 
     def raise_for_failure(self) -> ExtrinsicResult:
         if not self.ok:

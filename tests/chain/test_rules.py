@@ -88,14 +88,16 @@ def test_weight_rules(node, neuron_factory) -> None:
     assert node.metagraph(1).weights[v.uid] == {m.uid: 65535}
     assert weights([m.uid], [100], version_key=7).code == "rate_limited"
     # the miner has no permit: only a self-weight is allowed
-    no_permit = node.submit(SetWeights(netuid=1, uids=(v.uid,), values=(1,)), m.hotkey)
+    no_permit = node.submit(
+        SetWeights(netuid=1, uids=(v.uid,), values=(1,), version_key=7), m.hotkey
+    )
     assert no_permit.code in ("no_validator_permit", "rate_limited")
     node.step(3)
     assert (
-        node.submit(SetWeights(netuid=1, uids=(v.uid,), values=(1,)), m.hotkey).code
+        node.submit(SetWeights(netuid=1, uids=(v.uid,), values=(1,), version_key=7), m.hotkey).code
         == "no_validator_permit"
     )
-    assert node.submit(SetWeights(netuid=1, uids=(m.uid,), values=(1,)), m.hotkey).ok
+    assert node.submit(SetWeights(netuid=1, uids=(m.uid,), values=(1,), version_key=7), m.hotkey).ok
     node.submit(
         SetHyperparameter(netuid=1, param="min_allowed_weights", value=2), owner
     ).raise_for_failure()
@@ -189,9 +191,15 @@ def test_forged_replayed_and_miskeyed_extrinsics_change_nothing(node, neuron_fac
         == "wrong_signer"
     )
     assert snapshot(node) == before
-    # the genuine one goes through once; replaying it is refused
-    assert node.submit_extrinsic(good).ok
+    # the genuine one goes through once; replaying the same bytes answers its recorded result
+    # (flagged duplicate) and changes nothing; the same call signed again is a spent nonce
+    first = node.submit_extrinsic(good)
+    assert first.ok and not first.duplicate
     after = snapshot(node)
     replay = node.submit_extrinsic(good)
-    assert not replay.ok and replay.code == "bad_nonce" and "already used" in replay.message
-    assert snapshot(node) == after
+    assert replay.ok and replay.duplicate and replay.block == first.block
+    assert replay.digest == first.digest == good.digest()
+    resigned = sign_call(call, n.hotkey, nonce=good.nonce, genesis=node.genesis)
+    again = node.submit_extrinsic(resigned)
+    assert not again.ok and again.code == "bad_nonce" and "already used" in again.message
+    assert snapshot(node) == after and node.nonce(n.hotkey.ss58_address) == good.nonce + 1

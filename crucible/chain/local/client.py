@@ -2,6 +2,14 @@
 
 One persistent ``http.client`` connection per thread; every call has a timeout; a connection that
 dropped is re-opened once before the call fails with ``ChainUnavailable``.
+
+Extrinsics are sent idempotently. After an ambiguous failure (the connection dropped after the
+request went out, or the reply timed out) the client re-sends the *same* signed envelope, a
+bounded number of times with backoff; the node recognises an envelope it already applied (by its
+digest) and answers the recorded result (``duplicate=True``), so a lost reply never makes a call
+run twice. The client re-signs with a fresh nonce only when the node has answered that this
+envelope was not applied (``bad_nonce``). If every re-send fails, ``ChainUnavailable`` names the
+digest to look up with ``extrinsic(digest)`` before signing anything again.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from crucible.protocol.errors import ChainError, ChainUnavailable
 __all__ = ["DEFAULT_LOCALNET_URL", "LocalChain"]
 
 DEFAULT_LOCALNET_URL = "http://127.0.0.1:9946"
+EXTRINSIC_ATTEMPTS = 4  # sends of one signed envelope: the first and three re-sends
+EXTRINSIC_BACKOFF_S = 0.1  # before the second re-send; doubles after each
 
 
 class LocalChain:
@@ -54,10 +64,21 @@ class LocalChain:
             self._local.conn = conn
         return conn
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        attempts: int = 2,
+        backoff_s: float = 0.0,
+    ) -> Any:
+        """One call, sending the same bytes up to ``attempts`` times while the connection fails:
+        the first re-send at once (a stale keep-alive), later ones after a doubling backoff."""
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        for attempt in (0, 1):
+        delay = backoff_s
+        for attempt in range(attempts):
             conn = self._connection()
             try:
                 conn.request(method, path, body=payload, headers=headers)
@@ -67,11 +88,14 @@ class LocalChain:
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 self._local.conn = None
-                if attempt == 1:
+                if attempt == attempts - 1:
                     raise ChainUnavailable(
                         f"local chain at {self.url} is unreachable: {exc}",
                         fix="start it with `crucible localnet` or pass --chain-endpoint",
                     ) from exc
+                if attempt > 0 and delay > 0:
+                    time.sleep(delay)
+                    delay *= 2
         try:
             decoded = json.loads(data)
         except json.JSONDecodeError as exc:
@@ -83,6 +107,19 @@ class LocalChain:
                 decoded.get("message", str(decoded)), code=decoded.get("code", "chain_error")
             )
         return decoded
+
+    @staticmethod
+    def _result(raw: dict[str, Any]) -> ExtrinsicResult:
+        return ExtrinsicResult(
+            ok=raw["ok"],
+            call=raw["call"],
+            block=raw["block"],
+            code=raw["code"],
+            message=raw["message"],
+            data=raw["data"],
+            digest=raw.get("digest"),
+            duplicate=bool(raw.get("duplicate", False)),
+        )
 
     # ---- Chain interface ------------------------------------------------------------------------
     @property
@@ -154,16 +191,39 @@ class LocalChain:
     def nonce(self, ss58: str) -> int:
         return self._request("GET", f"/nonce/{ss58}")["nonce"]
 
+    def health(self) -> dict[str, Any]:
+        """The node's ``GET /health``: is the block clock producing blocks, and the last error."""
+        return self._request("GET", "/health")
+
+    def extrinsic(self, digest: str) -> ExtrinsicResult | None:
+        """The recorded result of the applied extrinsic ``digest``, or None if it was not applied."""
+        try:
+            return self._result(self._request("GET", f"/extrinsic/{digest}"))
+        except ChainError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+
     def submit_extrinsic(self, ext: SignedExtrinsic) -> ExtrinsicResult:
-        raw = self._request("POST", "/extrinsic", ext.to_json())
-        return ExtrinsicResult(
-            ok=raw["ok"],
-            call=raw["call"],
-            block=raw["block"],
-            code=raw["code"],
-            message=raw["message"],
-            data=raw["data"],
-        )
+        # Every attempt sends these very signed bytes: the node answers a copy it has already
+        # applied with the recorded result, so a reply lost in transit cannot run the call twice.
+        try:
+            raw = self._request(
+                "POST",
+                "/extrinsic",
+                ext.to_json(),
+                attempts=EXTRINSIC_ATTEMPTS,
+                backoff_s=EXTRINSIC_BACKOFF_S,
+            )
+        except ChainUnavailable as exc:
+            digest = ext.digest()
+            raise ChainUnavailable(
+                f"{exc.message}; extrinsic {digest} may or may not have been applied",
+                code=exc.code,
+                fix=f"look it up with LocalChain.extrinsic({digest!r}) (GET /extrinsic/{digest}) "
+                f"before signing the call again",
+            ) from exc
+        return self._result(raw)
 
     def submit(self, call: Call, signer: Signer) -> ExtrinsicResult:
         address = signer.ss58_address
@@ -173,14 +233,25 @@ class LocalChain:
                 if nonce is None or attempt == 1:
                     nonce = self.nonce(address)
                 self._nonces[address] = nonce + 1
-            result = self.submit_extrinsic(
-                sign_call(call, signer, nonce=nonce, genesis=self.genesis)
-            )
+            try:
+                result = self.submit_extrinsic(
+                    sign_call(call, signer, nonce=nonce, genesis=self.genesis)
+                )
+            except ChainUnavailable:
+                # Whether that nonce was spent is unknown: never re-sign here; the next call
+                # asks the node for the nonce.
+                with self._nonce_lock:
+                    self._nonces.pop(address, None)
+                raise
+            # Only a definite "this envelope was not applied" (bad_nonce: the cached nonce was
+            # stale) is worth a fresh signature; anything else is the answer.
             if result.code != "bad_nonce":
                 if not result.ok:
                     with self._nonce_lock:  # a refused extrinsic does not consume its nonce
                         self._nonces.pop(address, None)
                 return result
+        with self._nonce_lock:
+            self._nonces.pop(address, None)
         return result
 
     def close(self) -> None:

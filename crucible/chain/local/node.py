@@ -8,13 +8,28 @@ from the parent with fresh randomness drawn by the node, then runs the per-block
 emission, the epoch each tempo).
 
 History: headers of every block are kept; the metagraph is served for the current head only.
+
+Hostile input costs only its sender:
+
+* Hyperparameters follow subtensor's types, bounds and origins (``chain.hyperparameters``): the
+  owner coldkey sets owner parameters, the root (sudo) key ``NodeConfig.root_coldkey`` (default
+  the dev key ``//Alice``) sets all; ``NodeConfig`` refuses out-of-bounds genesis values and
+  ``apply_hyperparameters`` lets the operator change them at start-up, as root.
+* A block whose step raises is rolled back whole (the chain keeps its last good state), logged,
+  counted in ``health()`` and raised as ``ChainError(code="block_failed")``; the next attempt
+  starts from the same good state.
+* Every applied extrinsic is recorded with its digest and result: re-sending the same signed
+  envelope (after a lost reply) answers the recorded result with ``duplicate=True`` instead of
+  executing again or failing on the spent nonce.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -23,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crucible.chain.hyperparameters import genesis_refusal
 from crucible.chain.interface import (
     Call,
     Commitment,
@@ -34,12 +50,16 @@ from crucible.chain.interface import (
     Signer,
 )
 from crucible.chain.local.epoch import block_step
-from crucible.chain.local.extrinsic import SignedExtrinsic, sign_call
+from crucible.chain.local.extrinsic import MAX_INT, SignedExtrinsic, canonical_bytes, sign_call
 from crucible.chain.local.runtime import Runtime
 from crucible.chain.local.state import open_db, read_hyperparameters, write_hyperparameters
-from crucible.protocol.errors import ChainError, ChainUnavailable, ExtrinsicRejected
+from crucible.protocol.errors import ChainError, ChainUnavailable, ConfigError, ExtrinsicRejected
 
-__all__ = ["BlockHeader", "LocalNode", "NodeConfig"]
+__all__ = ["BlockHeader", "LocalNode", "NodeConfig", "NodeHealth", "dev_root_coldkey"]
+
+log = logging.getLogger(__name__)
+
+DEV_ROOT_URI = "//Alice"
 
 COLDKEY_CALLS = frozenset(
     {"burned_register", "add_stake", "remove_stake", "transfer", "set_hyperparameter", "faucet"}
@@ -49,9 +69,21 @@ HOTKEY_CALLS = frozenset(
 )
 
 
+@functools.cache
+def dev_root_coldkey() -> str:
+    """ss58 of the dev key ``//Alice``: the root (sudo) key of a local chain by default."""
+    from bittensor_core import Keypair
+
+    return Keypair.create_from_uri(DEV_ROOT_URI).ss58_address
+
+
 @dataclass(frozen=True)
 class NodeConfig:
-    """How a node is started; the subnet is created from it on first start only."""
+    """How a node is started; the subnet is created from it on first start only.
+
+    Refused at creation (``ConfigError``) when a hyperparameter is outside what root may set
+    (``chain.hyperparameters``) or an amount is outside what the chain can store.
+    """
 
     netuid: int = 1
     owner_coldkey: str = ""
@@ -61,6 +93,42 @@ class NodeConfig:
     initial_burn_rao: int = 1_000_000_000
     faucet: bool = True
     min_non_immune_uids: int = 10
+    root_coldkey: str = dataclasses.field(default_factory=dev_root_coldkey)
+
+    def __post_init__(self) -> None:
+        limits = {
+            "netuid": (self.netuid, 65535),
+            "emission_per_block_rao": (self.emission_per_block_rao, MAX_INT),
+            "initial_burn_rao": (self.initial_burn_rao, MAX_INT),
+            "min_non_immune_uids": (self.min_non_immune_uids, 65535),
+        }
+        for name, (value, hi) in limits.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+                raise ConfigError(
+                    f"node setting {name}={value!r} must be an integer in 0..{hi}",
+                    code="bad_node_config",
+                )
+        problem = genesis_refusal(self.hyperparameters)
+        if problem is not None:
+            raise ConfigError(
+                f"the subnet cannot start with these hyperparameters: {problem.message}",
+                code=problem.code,
+                fix="pass values inside the bounds named above (subtensor's admin rules)",
+            )
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """Whether the block clock is producing blocks; served as ``GET /health``."""
+
+    ok: bool  # the last attempt to produce a block succeeded (or none failed yet)
+    block: int  # the head: the last good block
+    failed_blocks: int  # consecutive failed attempts since the last good block
+    total_failed_blocks: int
+    last_error: str | None  # the most recent failure, kept after recovery for the record
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -91,6 +159,9 @@ class LocalNode:
         self.config = config or NodeConfig()
         self._genesis = self._init_genesis()
         self._state_version = 0
+        self._failed_blocks = self._total_failed_blocks = 0
+        self._last_error: str | None = None
+        self._warn_if_stored_hyperparameters_are_out_of_bounds()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def _init_genesis(self) -> str:
@@ -106,6 +177,8 @@ class LocalNode:
                     emission_per_block_rao=stored["emission_per_block_rao"],
                     faucet=stored["faucet"],
                     min_non_immune_uids=stored["min_non_immune_uids"],
+                    # a chain created before root existed keeps the configured one
+                    root_coldkey=stored.get("root_coldkey", self.config.root_coldkey),
                 )
                 return row[0]
             cfg = self.config
@@ -125,6 +198,7 @@ class LocalNode:
                             "emission_per_block_rao": cfg.emission_per_block_rao,
                             "faucet": cfg.faucet,
                             "min_non_immune_uids": cfg.min_non_immune_uids,
+                            "root_coldkey": cfg.root_coldkey,
                         }
                     ),
                 ),
@@ -171,7 +245,51 @@ class LocalNode:
             block,
             faucet_enabled=self.config.faucet,
             min_non_immune_uids=self.config.min_non_immune_uids,
+            root_coldkey=self.config.root_coldkey,
         )
+
+    def _warn_if_stored_hyperparameters_are_out_of_bounds(self) -> None:
+        # A chain written by an older node may hold values the rules now refuse; say so at once.
+        with self._lock:
+            rows = self._db.execute("SELECT netuid, hyperparameters FROM subnets").fetchall()
+        for netuid, raw in rows:
+            problem = genesis_refusal(read_hyperparameters(raw))
+            if problem is not None:
+                log.warning(
+                    "netuid %s holds a hyperparameter outside the rules: %s (change it with "
+                    "apply_hyperparameters / crucible localnet flags)",
+                    netuid,
+                    problem.message,
+                )
+
+    # ---- operator ---------------------------------------------------------------------------
+    def apply_hyperparameters(
+        self, netuid: int, overrides: dict[str, int | bool]
+    ) -> dict[str, tuple[Any, Any]]:
+        """Set ``overrides`` as root, in one transaction; returns ``{name: (old, new)}`` for the
+        values that changed (none: nothing written). Raises ``ConfigError`` (code of the rule:
+        ``hyperparameter_out_of_range``, ``unknown_hyperparameter``, ``malformed``…) and changes
+        nothing when any value is refused."""
+        with self._lock:
+            rt = self._runtime(self.block() + 1)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = rt.set_hyperparameters(netuid, dict(overrides), "root")
+                self._db.execute("COMMIT")
+            except ExtrinsicRejected as exc:
+                self._db.execute("ROLLBACK")
+                raise ConfigError(
+                    f"hyperparameters for netuid {netuid} refused: {exc.message}",
+                    code=exc.code,
+                    fix="pass values inside the bounds named above (subtensor's admin rules)",
+                ) from exc
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if changed:
+                self._state_version += 1
+                log.info("netuid %s hyperparameters changed by the operator: %s", netuid, changed)
+            return changed
 
     # ---- blocks -----------------------------------------------------------------------------------
     def block(self) -> int:
@@ -191,45 +309,84 @@ class LocalNode:
         return self.header(block).hash
 
     def produce_block(self) -> BlockHeader:
+        """Seal the next block and run its step, all or nothing.
+
+        A step that raises leaves the chain at its last good block: the failure is logged,
+        counted in ``health()`` and raised as ``ChainError(code="block_failed")``.
+        """
         with self._lock:
-            head = self.header(self.block())
-            number = head.number + 1
-            digests = [
-                d
-                for (d,) in self._db.execute(
-                    "SELECT digest FROM extrinsics WHERE block=? ORDER BY id", (number,)
-                )
-            ]
-            root = _digest(*digests)
-            randomness = secrets.token_hex(32)
-            header = BlockHeader(
-                number=number,
-                hash=_digest(head.hash, str(number), root, randomness),
-                parent=head.hash,
-                extrinsics_root=root,
-                randomness=randomness,
-                timestamp=time.time(),
-            )
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        header.number,
-                        header.hash,
-                        header.parent,
-                        header.extrinsics_root,
-                        header.randomness,
-                        header.timestamp,
-                    ),
+                header = self._seal_next_block()
+            except Exception as exc:
+                self._failed_blocks += 1
+                self._total_failed_blocks += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "block production failed (%d in a row); the chain stays at its last good "
+                    "block: %s",
+                    self._failed_blocks,
+                    self._last_error,
+                    exc_info=exc,
                 )
-                block_step(self._runtime(number), self.netuid, self.config.emission_per_block_rao)
-                self._db.execute("COMMIT")
-                self._state_version += 1
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                raise ChainError(
+                    f"the next block could not be produced ({self._last_error}); the chain "
+                    f"keeps its last good state",
+                    code="block_failed",
+                    fix="see the node's log and GET /health",
+                ) from exc
+            self._failed_blocks = 0
             return header
+
+    def _seal_next_block(self) -> BlockHeader:
+        head = self.header(self.block())
+        number = head.number + 1
+        digests = [
+            d
+            for (d,) in self._db.execute(
+                "SELECT digest FROM extrinsics WHERE block=? ORDER BY id", (number,)
+            )
+        ]
+        root = _digest(*digests)
+        randomness = secrets.token_hex(32)
+        header = BlockHeader(
+            number=number,
+            hash=_digest(head.hash, str(number), root, randomness),
+            parent=head.hash,
+            extrinsics_root=root,
+            randomness=randomness,
+            timestamp=time.time(),
+        )
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    header.number,
+                    header.hash,
+                    header.parent,
+                    header.extrinsics_root,
+                    header.randomness,
+                    header.timestamp,
+                ),
+            )
+            block_step(self._runtime(number), self.netuid, self.config.emission_per_block_rao)
+            self._db.execute("COMMIT")
+            self._state_version += 1
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return header
+
+    def health(self) -> NodeHealth:
+        with self._lock:
+            return NodeHealth(
+                ok=self._failed_blocks == 0,
+                block=self.block(),
+                failed_blocks=self._failed_blocks,
+                total_failed_blocks=self._total_failed_blocks,
+                last_error=self._last_error,
+            )
 
     def step(self, blocks: int = 1) -> int:
         for _ in range(blocks):
@@ -271,48 +428,91 @@ class LocalNode:
             ext.verify()
         except ExtrinsicRejected as exc:
             return ExtrinsicResult(ok=False, call=ext.call, code=exc.code, message=exc.message)
+        digest = ext.digest()
         with self._lock:
+            recorded = self.extrinsic(digest)
+            if recorded is not None:  # the same signed bytes again: a re-send, not a new call
+                return dataclasses.replace(
+                    recorded,
+                    duplicate=True,
+                    message=f"already applied in block {recorded.block}; this is its result",
+                )
             block = self.block() + 1
-            rt = self._runtime(block)
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                expected = rt.db.execute(
-                    "SELECT nonce FROM accounts WHERE ss58=?", (ext.signer,)
-                ).fetchone()
-                expected_nonce = expected[0] if expected else 0
-                if ext.nonce != expected_nonce:
-                    kind = (
-                        "was already used (a replay?)"
-                        if ext.nonce < expected_nonce
-                        else "is in the future"
-                    )
-                    raise ExtrinsicRejected(
-                        f"nonce {ext.nonce} {kind}; the next nonce of {ext.signer} is {expected_nonce}",
-                        code="bad_nonce",
-                    )
-                self._check_signer_role(rt, ext)
-                data = rt.apply(ext.call, ext.params, ext.signer)
-                rt.db.execute(
-                    "INSERT INTO accounts (ss58, nonce) VALUES (?, 1) "
-                    "ON CONFLICT(ss58) DO UPDATE SET nonce = nonce + 1",
-                    (ext.signer,),
-                )
-                body = json.dumps(ext.to_json(), sort_keys=True)
-                rt.db.execute(
-                    "INSERT INTO extrinsics (block, signer, call, body, digest) VALUES (?, ?, ?, ?, ?)",
-                    (block, ext.signer, ext.call, body, _digest(body)),
-                )
-                self._db.execute("COMMIT")
-                self._state_version += 1
+                data = self._apply(ext, digest, block)
             except ExtrinsicRejected as exc:
-                self._db.execute("ROLLBACK")
                 return ExtrinsicResult(
-                    ok=False, call=ext.call, block=block, code=exc.code, message=exc.message
+                    ok=False,
+                    call=ext.call,
+                    block=block,
+                    code=exc.code,
+                    message=exc.message,
+                    digest=digest,
                 )
-            except BaseException:
+            return ExtrinsicResult(ok=True, call=ext.call, block=block, data=data, digest=digest)
+
+    def _apply(self, ext: SignedExtrinsic, digest: str, block: int) -> dict[str, Any]:
+        """Check the nonce and signer role, run the call and record it, in one transaction."""
+        rt = self._runtime(block)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            expected = rt.db.execute(
+                "SELECT nonce FROM accounts WHERE ss58=?", (ext.signer,)
+            ).fetchone()
+            expected_nonce = expected[0] if expected else 0
+            if ext.nonce != expected_nonce:
+                kind = (
+                    "was already used (a replay?)"
+                    if ext.nonce < expected_nonce
+                    else "is in the future"
+                )
+                raise ExtrinsicRejected(
+                    f"nonce {ext.nonce} {kind}; the next nonce of {ext.signer} is {expected_nonce}",
+                    code="bad_nonce",
+                )
+            self._check_signer_role(rt, ext)
+            data = rt.apply(ext.call, ext.params, ext.signer)
+            rt.db.execute(
+                "INSERT INTO accounts (ss58, nonce) VALUES (?, 1) "
+                "ON CONFLICT(ss58) DO UPDATE SET nonce = nonce + 1",
+                (ext.signer,),
+            )
+            rt.db.execute(
+                "INSERT INTO extrinsics (block, signer, call, body, digest, result) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    block,
+                    ext.signer,
+                    ext.call,
+                    canonical_bytes(ext.to_json()).decode(),
+                    digest,
+                    json.dumps(data, sort_keys=True),
+                ),
+            )
+            self._db.execute("COMMIT")
+            self._state_version += 1
+        except BaseException:
+            if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-                raise
-            return ExtrinsicResult(ok=True, call=ext.call, block=block, data=data)
+            raise
+        return data
+
+    def extrinsic(self, digest: str) -> ExtrinsicResult | None:
+        """The recorded result of the applied extrinsic with ``digest``, or None if none was.
+
+        Only applied extrinsics are recorded: a refused one changed nothing and may be sent
+        again."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT block, call, result FROM extrinsics WHERE digest=? ORDER BY id LIMIT 1",
+                (digest,),
+            ).fetchone()
+        if row is None:
+            return None
+        block, call, result = row
+        return ExtrinsicResult(
+            ok=True, call=call, block=block, data=json.loads(result or "{}"), digest=digest
+        )
 
     @staticmethod
     def _check_signer_role(rt: Runtime, ext: SignedExtrinsic) -> None:
@@ -429,6 +629,14 @@ class LocalNode:
                 if r["bonds"] != "[]"
             },
         )
+
+    def subnet_owner(self, netuid: int) -> str:
+        """The owner coldkey of ``netuid`` as stored on the chain."""
+        with self._lock:
+            try:
+                return self._runtime(self.block()).subnet(netuid)["owner_coldkey"]
+            except ExtrinsicRejected as exc:
+                raise ChainError(exc.message, code=exc.code) from exc
 
     def burn(self, netuid: int) -> int:
         """The current registration burn in rao."""

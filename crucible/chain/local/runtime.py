@@ -3,7 +3,11 @@
 Every handler runs inside the node's open transaction and raises ``ExtrinsicRejected`` with a
 stable code before changing anything it should not; the node rolls the transaction back on any
 rejection, so a refused extrinsic changes nothing (not even the nonce).
-Rules follow ``specs/yuma.md`` §7–9 (registration, burn, pruning, weights, commit-reveal).
+Rules follow ``specs/yuma.md`` §7–9 (registration, burn, pruning, weights, commit-reveal) and
+subtensor where the spec is loose: a weights ``version_key`` passes when the subnet's key is 0 or
+the key is at least the subnet's (``check_version_key``; a key 0 is no bypass). Hyperparameter
+changes are checked against ``chain.hyperparameters`` (types, bounds, owner vs root), so no
+value the owner can send stops an epoch or mints emission.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from crucible.chain.hyperparameters import Origin, refusal
 from crucible.chain.interface import Hyperparameters
 from crucible.chain.local.state import read_hyperparameters, write_hyperparameters
 from crucible.chain.weights import max_upscale_u16, weights_commit_hash
@@ -67,6 +72,7 @@ class Runtime:
     block: int
     faucet_enabled: bool = True
     min_non_immune_uids: int = MIN_NON_IMMUNE_UIDS
+    root_coldkey: str = ""  # the sudo key; "" = no root on this chain
 
     # ---- reads used by the rules --------------------------------------------------------
     def balance(self, ss58: str) -> int:
@@ -388,7 +394,8 @@ class Runtime:
             raise _reject(
                 "not_enough_stake", f"setting weights needs {hp.stake_threshold_rao} rao of stake"
             )
-        if version_key < hp.weights_version and version_key != 0:
+        # subtensor's check_version_key: network key 0 accepts any key, else key >= network key
+        if hp.weights_version != 0 and version_key < hp.weights_version:
             raise _reject(
                 "version_key_too_low",
                 f"version_key {version_key} is below the subnet's {hp.weights_version}: upgrade",
@@ -518,37 +525,46 @@ class Runtime:
             netuid, uid, uids, values, version_key, check_rate=False, touch_last_update=False
         )
 
-    # ---- owner ----------------------------------------------------------------------------------
-    def _call_set_hyperparameter(self, params: dict[str, Any], signer: str) -> dict[str, Any]:
-        netuid = _int_param(params, "netuid", hi=65535)
-        name = _str_param(params, "param", max_len=64)
-        value = params.get("value")
+    # ---- owner and root ---------------------------------------------------------------------
+    def origin_of(self, netuid: int, signer: str) -> Origin:
+        """``root`` for the sudo key, ``owner`` for the subnet owner coldkey; others are refused."""
         sub = self.subnet(netuid)
-        if signer != sub["owner_coldkey"]:
-            raise _reject(
-                "not_subnet_owner", f"only the owner coldkey {sub['owner_coldkey']} may do this"
-            )
-        hp = read_hyperparameters(sub["hyperparameters"])
-        fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
-        if name not in fields:
-            raise _reject(
-                "unknown_hyperparameter",
-                f"{name!r} is not a hyperparameter; known: {sorted(fields)}",
-            )
-        current = getattr(hp, name)
-        if (
-            isinstance(current, bool) != isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < 0
-        ):
-            raise _reject("malformed", f"{name} takes a non-negative {type(current).__name__}")
-        updated = dataclasses.replace(hp, **{name: value})
+        if self.root_coldkey and signer == self.root_coldkey:
+            return "root"
+        if signer == sub["owner_coldkey"]:
+            return "owner"
+        raise _reject(
+            "not_subnet_owner",
+            f"only the owner coldkey {sub['owner_coldkey']} (or the root key) may do this",
+        )
+
+    def set_hyperparameters(
+        self, netuid: int, changes: dict[str, Any], origin: Origin
+    ) -> dict[str, tuple[Any, Any]]:
+        """Validate ``changes`` with ``chain.hyperparameters`` as ``origin`` and store the ones
+        that differ; returns ``{name: (old, new)}`` of what changed."""
+        hp = self.hyperparameters(netuid)
+        problem = refusal(hp, changes, origin=origin, n_uids=self.n(netuid))
+        if problem is not None:
+            raise _reject(problem.code, problem.message)
+        changed = {k: (getattr(hp, k), v) for k, v in changes.items() if getattr(hp, k) != v}
+        if not changed:
+            return {}
+        updated = dataclasses.replace(hp, **{k: new for k, (_, new) in changed.items()})
         self.db.execute(
             "UPDATE subnets SET hyperparameters=? WHERE netuid=?",
             (write_hyperparameters(updated), netuid),
         )
-        if name == "tempo":  # resets the cycle, as set_tempo does
+        if "tempo" in changed:  # resets the cycle, as set_tempo does
             self.db.execute(
                 "UPDATE subnets SET last_epoch_block=? WHERE netuid=?", (self.block, netuid)
             )
+        return changed
+
+    def _call_set_hyperparameter(self, params: dict[str, Any], signer: str) -> dict[str, Any]:
+        netuid = _int_param(params, "netuid", hi=65535)
+        name = _str_param(params, "param", max_len=64)
+        origin = self.origin_of(netuid, signer)
+        value = params.get("value")
+        self.set_hyperparameters(netuid, {name: value}, origin)
         return {name: value}

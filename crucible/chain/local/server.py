@@ -1,28 +1,57 @@
 """The local chain's JSON HTTP API (FastAPI), served on 127.0.0.1 by ``crucible localnet``.
 
-Reads: ``GET /genesis``, ``/block``, ``/block/{n}``, ``/nonce/{ss58}``, ``/balance/{ss58}``,
+Reads: ``GET /genesis``, ``/health``, ``/block``, ``/block/{n}``, ``/nonce/{ss58}``,
+``/balance/{ss58}``, ``/extrinsic/{digest}`` (the recorded result of an applied extrinsic),
 ``/subnets/{netuid}/hyperparameters``, ``/subnets/{netuid}/metagraph``,
 ``/subnets/{netuid}/commitments``. Writes: ``POST /extrinsic`` (a signed envelope, see
-``chain.local.extrinsic``). Dev: ``POST /dev/step?blocks=N`` when blocks are manual. Every error
-is ``{"code", "message"}`` JSON; a bad request never takes the node down.
+``chain.local.extrinsic``; the same envelope sent again answers its recorded result with
+``"duplicate": true``). Dev: ``POST /dev/step?blocks=N`` when blocks are manual.
+
+Every error is ``{"code", "message"}`` JSON and bad input is a 4xx: path and query integers are
+bounded to what the chain stores (netuid u16, block numbers 0..2^63 − 1), strings to 64
+characters, request bodies to 256 KiB and 8 levels of nesting; unknown routes are 404 and wrong
+methods 405. ``GET /health`` says whether the block clock is producing blocks
+(``{"ok", "block", "failed_blocks", "total_failed_blocks", "last_error"}``); a failed block is a
+503 on ``/dev/step`` and, on the clock, an error in the log, after which the clock keeps trying.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crucible.chain.interface import Metagraph, Neuron
-from crucible.chain.local.extrinsic import MAX_EXTRINSIC_BYTES, SignedExtrinsic
+from crucible.chain.interface import ExtrinsicResult, Metagraph, Neuron
+from crucible.chain.local.extrinsic import (
+    DIGEST_PATTERN,
+    MAX_EXTRINSIC_BYTES,
+    MAX_INT,
+    parse_envelope,
+)
 from crucible.chain.local.node import LocalNode
 from crucible.protocol.errors import ChainError, ExtrinsicRejected
 
-__all__ = ["BlockClock", "create_app", "metagraph_to_json"]
+__all__ = ["BlockClock", "create_app", "extrinsic_result_to_json", "metagraph_to_json"]
+
+log = logging.getLogger(__name__)
+
+NetUid = Annotated[int, Path(ge=0, le=65535)]
+BlockNumber = Annotated[int, Path(ge=0, le=MAX_INT)]
+Ss58 = Annotated[str, Path(min_length=1, max_length=64)]
+_STATUS = {
+    "no_such_block": 404,
+    "subnet_not_found": 404,
+    "not_found": 404,
+    "too_large": 413,
+    "block_failed": 503,
+}
 
 
 def metagraph_to_json(mg: Metagraph) -> dict[str, Any]:
@@ -63,8 +92,25 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"code": code, "message": message})
 
 
+def extrinsic_result_to_json(result: ExtrinsicResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "call": result.call,
+        "block": result.block,
+        "code": result.code,
+        "message": result.message,
+        "data": dict(result.data),
+        "digest": result.digest,
+        "duplicate": result.duplicate,
+    }
+
+
 class BlockClock:
-    """Produces a block every ``block_time_s`` seconds on a daemon thread until stopped."""
+    """Produces a block every ``block_time_s`` seconds on a daemon thread until stopped.
+
+    A block that fails is the node's to record (logged, rolled back, counted in ``health()``);
+    the clock carries on and tries again at the next tick, from the last good state.
+    """
 
     def __init__(self, node: LocalNode, block_time_s: float) -> None:
         self._node, self._period = node, block_time_s
@@ -76,7 +122,10 @@ class BlockClock:
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
-            self._node.produce_block()
+            try:
+                self._node.produce_block()
+            except ChainError:
+                continue  # already logged and counted by the node; try again next tick
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,58 +133,97 @@ class BlockClock:
             self._thread.join(timeout=5)
 
 
-def create_app(node: LocalNode, *, manual_blocks: bool) -> FastAPI:
-    app = FastAPI(title="Crucible local chain", version="1")
-
+def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChainError)
     async def chain_error(_: Request, exc: ChainError) -> JSONResponse:
-        status = 404 if exc.code in ("no_such_block", "subnet_not_found") else 400
-        return _error(status, exc.code, exc.message)
+        return _error(_STATUS.get(exc.code, 400), exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()[:5]
+        )
+        return _error(400, "malformed", f"bad request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+
+def create_app(node: LocalNode, *, manual_blocks: bool) -> FastAPI:
+    app = FastAPI(title="Crucible local chain", version="1")
+    _install_error_handlers(app)
 
     @app.get("/genesis")
     def genesis() -> dict[str, Any]:
         return {"genesis": node.genesis, "netuid": node.netuid}
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return node.health().to_json()
 
     @app.get("/block")
     def head() -> dict[str, Any]:
         return node.header(node.block()).to_json()
 
     @app.get("/block/{number}")
-    def block(number: int) -> dict[str, Any]:
+    def block(number: BlockNumber) -> dict[str, Any]:
         return node.header(number).to_json()
 
     @app.get("/nonce/{ss58}")
-    def nonce(ss58: str) -> dict[str, Any]:
+    def nonce(ss58: Ss58) -> dict[str, Any]:
         return {"nonce": node.nonce(ss58)}
 
     @app.get("/balance/{ss58}")
-    def balance(ss58: str) -> dict[str, Any]:
+    def balance(ss58: Ss58) -> dict[str, Any]:
         return {"balance_rao": node.balance(ss58)}
 
+    @app.get("/extrinsic/{digest}")
+    def recorded_extrinsic(digest: Annotated[str, Path(max_length=66)]) -> dict[str, Any]:
+        if not DIGEST_PATTERN.match(digest):
+            raise ChainError("a digest is 0x followed by 64 lowercase hex digits", code="malformed")
+        result = node.extrinsic(digest)
+        if result is None:
+            raise ChainError(f"no applied extrinsic has digest {digest}", code="not_found")
+        return extrinsic_result_to_json(result)
+
     @app.get("/subnets/{netuid}/hyperparameters")
-    def hyperparameters(netuid: int) -> dict[str, Any]:
+    def hyperparameters(netuid: NetUid) -> dict[str, Any]:
         return dataclasses.asdict(node.hyperparameters(netuid))
 
-    cache: dict[tuple[int, int | None], tuple[int, bytes]] = {}
+    cache: dict[tuple[int, int | None], bytes] = {}
+    cached_version = [-1]
 
     @app.get("/subnets/{netuid}/metagraph")
-    def metagraph(netuid: int, block: int | None = None) -> Response:
-        # The serialised metagraph is reused until the chain's state changes.
+    def metagraph(
+        netuid: NetUid, block: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None
+    ) -> Response:
+        # The serialised metagraph is reused until the chain's state changes; any change
+        # empties the cache, so it holds at most the current head's entries.
         version = node.state_version
-        hit = cache.get((netuid, block))
-        if hit is None or hit[0] != version:
+        if cached_version[0] != version:
+            cache.clear()
+            cached_version[0] = version
+        body = cache.get((netuid, block))
+        if body is None:
             body = json.dumps(metagraph_to_json(node.metagraph(netuid, block))).encode()
-            hit = cache[(netuid, block)] = (version, body)
-        return Response(content=hit[1], media_type="application/json")
+            cache[(netuid, block)] = body
+        return Response(content=body, media_type="application/json")
 
     @app.get("/subnets/{netuid}/commitments")
-    def commitments(netuid: int) -> dict[str, Any]:
+    def commitments(netuid: NetUid) -> dict[str, Any]:
         return {hk: dataclasses.asdict(c) for hk, c in node.commitments(netuid).items()}
 
     @app.post("/extrinsic")
     async def extrinsic(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_EXTRINSIC_BYTES):
+        if declared is not None and (  # isascii: "²".isdigit() is true, int("²") is not
+            not (declared.isascii() and declared.isdigit())
+            or len(declared) > 12
+            or int(declared) > MAX_EXTRINSIC_BYTES
+        ):
             return _error(413, "too_large", f"an extrinsic is at most {MAX_EXTRINSIC_BYTES} bytes")
         body = bytearray()
         async for chunk in request.stream():
@@ -145,32 +233,18 @@ def create_app(node: LocalNode, *, manual_blocks: bool) -> FastAPI:
                     413, "too_large", f"an extrinsic is at most {MAX_EXTRINSIC_BYTES} bytes"
                 )
         try:
-            ext = SignedExtrinsic.from_json(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "malformed", "the body is not JSON")
+            ext = parse_envelope(bytes(body))
         except ExtrinsicRejected as exc:
-            return _error(400, exc.code, exc.message)
+            return _error(_STATUS.get(exc.code, 400), exc.code, exc.message)
         result = node.submit_extrinsic(ext)
-        return JSONResponse(
-            status_code=200,
-            content={
-                "ok": result.ok,
-                "call": result.call,
-                "block": result.block,
-                "code": result.code,
-                "message": result.message,
-                "data": dict(result.data),
-            },
-        )
+        return JSONResponse(status_code=200, content=extrinsic_result_to_json(result))
 
     @app.post("/dev/step")
-    def dev_step(blocks: int = 1) -> JSONResponse:
+    def dev_step(blocks: Annotated[int, Query(ge=1, le=10_000)] = 1) -> JSONResponse:
         if not manual_blocks:
             return _error(
                 403, "clock_running", "this node produces blocks on a clock; /dev/step is off"
             )
-        if not 1 <= blocks <= 10_000:
-            return _error(400, "malformed", "blocks must be in [1, 10000]")
         return JSONResponse({"block": node.step(blocks)})
 
     return app

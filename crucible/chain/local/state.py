@@ -2,6 +2,9 @@
 
 WAL journal with ``synchronous=FULL``: a transaction that returned from COMMIT is on disk, so an
 acknowledged extrinsic survives ``kill -9`` of the node.
+
+Schema 2 adds each applied extrinsic's recorded ``result`` and an index on its ``digest`` (the
+node answers a re-sent envelope from them); ``open_db`` upgrades a schema-1 file in place.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from crucible.chain.interface import Hyperparameters
 
 __all__ = ["SCHEMA_VERSION", "open_db", "read_hyperparameters", "write_hyperparameters"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,9 +55,10 @@ CREATE TABLE IF NOT EXISTS weight_commits (
     commit_hash TEXT NOT NULL, commit_block INTEGER NOT NULL, commit_epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS extrinsics (
     id INTEGER PRIMARY KEY AUTOINCREMENT, block INTEGER NOT NULL, signer TEXT NOT NULL,
-    call TEXT NOT NULL, body TEXT NOT NULL, digest TEXT NOT NULL);
+    call TEXT NOT NULL, body TEXT NOT NULL, digest TEXT NOT NULL, result TEXT);
 CREATE INDEX IF NOT EXISTS extrinsics_by_block ON extrinsics (block);
 """
+_INDEXES = "CREATE INDEX IF NOT EXISTS extrinsics_by_digest ON extrinsics (digest);"
 
 
 def open_db(path: Path | str) -> sqlite3.Connection:
@@ -63,8 +67,12 @@ def open_db(path: Path | str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
     db.executescript(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(extrinsics)")}
+    if "result" not in columns:  # a schema-1 file: its extrinsics have no recorded result
+        db.execute("ALTER TABLE extrinsics ADD COLUMN result TEXT")
+    db.executescript(_INDEXES)
     db.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
         (str(SCHEMA_VERSION),),
     )
     return db
