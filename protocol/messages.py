@@ -3,7 +3,12 @@
 Every message is a frozen, strict pydantic model with ``extra="forbid"``: unknown fields, wrong
 types (``"5"`` for ``5``), out-of-range numbers and oversized lists are refused, never coerced.
 Bounds are module constants so servers, clients and tests agree on them. Parsing untrusted bytes
-goes through :func:`parse_message`, which raises only ``RequestError`` (code ``malformed``).
+goes through :func:`parse_message`, which raises only ``RequestError`` (code ``malformed``) and
+also bounds what no schema sees: JSON nesting depth and the size of integers.
+
+Sampling parameters are floored, not just range-checked: a temperature of 5e-324 or a top-p of
+1e-300 is a valid float in range that makes every probability NaN, so ``temperature`` is 0
+(greedy) or at least ``MIN_TEMPERATURE`` and ``top_p`` at least ``MIN_TOP_P``.
 
 Endpoints (all ``/v1/...``):
 
@@ -21,9 +26,10 @@ Errors on every route are ``ErrorResponse``: ``{"error": {"code": ..., "message"
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import from_json
 
 from crucible.protocol.errors import RequestError
 
@@ -34,12 +40,16 @@ __all__ = [
     "MAX_COMMITMENT_CHARS",
     "MAX_ERROR_MESSAGE_CHARS",
     "MAX_INPUT_TOKENS",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_INT",
     "MAX_NEW_TOKENS",
     "MAX_OUTPUT_TEXT_CHARS",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "MAX_TOP_K",
     "MAX_VOCAB_ID",
+    "MIN_TEMPERATURE",
+    "MIN_TOP_P",
     "WIRE_VERSION",
     "ErrorDetail",
     "ErrorResponse",
@@ -68,6 +78,10 @@ MAX_NEW_TOKENS = 1024
 MAX_OUTPUT_TEXT_CHARS = 65_536
 MAX_TOP_K = 1000
 MAX_SEED = (1 << 63) - 1
+MIN_TEMPERATURE = 1e-3  # below this (except 0 = greedy) softmax(logits / T) under/overflows
+MIN_TOP_P = 1e-3
+MAX_JSON_DEPTH = 8  # our deepest message nests 2 levels; jiter alone would allow ~200
+MAX_JSON_INT = 1 << 64  # |integer| in a body; jiter alone would allow ~4300 digits
 MAX_COMMITMENT_CHARS = 128  # the chain's commitment limit
 MAX_ERROR_MESSAGE_CHARS = 1024
 
@@ -87,7 +101,7 @@ class SamplingParams(Message):
     """How to pick the next token. ``temperature == 0`` means greedy (``top_p``/``top_k`` unused)."""
 
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_p: float = Field(default=1.0, ge=MIN_TOP_P, le=1.0)
     top_k: int = Field(default=0, ge=0, le=MAX_TOP_K)  # 0 = no top-k cut
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
@@ -96,6 +110,13 @@ class SamplingParams(Message):
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError("must be finite")
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_or_floored(cls, value: float) -> float:
+        if 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}")
         return value
 
 
@@ -172,12 +193,37 @@ class ErrorResponse(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+def _check_json_shape(value: Any) -> None:
+    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` and integers of ``MAX_JSON_INT`` or more."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        for child in node.values() if isinstance(node, dict) else node:
+            if type(child) is int:
+                if not -MAX_JSON_INT < child < MAX_JSON_INT:
+                    raise ValueError("an integer is out of range (|n| < 2**64)")
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+
+
 def parse_message(model: type[M], raw: bytes) -> M:
     """Parse untrusted JSON bytes into ``model``; any problem raises ``RequestError``.
 
     The message names the first offending field (never echoes the input), so it is safe to send
     back to the caller.
     """
+    try:
+        # jiter parses in Rust, so this first pass is cheap next to validation; it lets us bound
+        # depth and integer size before any schema sees the body.
+        _check_json_shape([from_json(raw, allow_inf_nan=True)])
+    except ValueError as exc:
+        raise RequestError(
+            f"invalid {model.__name__}: body: {str(exc)[:200]}",
+            code="malformed",
+            fix="send JSON matching the /v1 schema in protocol/messages.py",
+        ) from None
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

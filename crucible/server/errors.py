@@ -4,7 +4,9 @@ Request-level failures reuse the project tree (``AuthError`` for 401/403, ``Requ
 400/413, ``ChainUnavailable`` for 503); the two that fit no existing branch live here:
 
     CrucibleError
-    ├── RateLimited        429: token bucket empty or concurrency cap reached for this hotkey
+    ├── RateLimited        429: token bucket empty or concurrency cap reached (hotkey or global)
+    ├── Overloaded         503: no room for this request in the serving capacity (capacity.py)
+    ├── WorkCancelled      503: model work stopped because nobody waits for it any more
     └── HandlerTimeout     504: the route's handler ran past its timeout
 """
 
@@ -12,11 +14,26 @@ from __future__ import annotations
 
 from crucible.protocol.errors import AuthError, ChainError, CrucibleError, RequestError
 
-__all__ = ["STATUS_BY_CODE", "HandlerTimeout", "RateLimited", "status_for"]
+__all__ = [
+    "STATUS_BY_CODE",
+    "HandlerTimeout",
+    "Overloaded",
+    "RateLimited",
+    "WorkCancelled",
+    "status_for",
+]
 
 
 class RateLimited(CrucibleError):
     code = "rate_limited"
+
+
+class Overloaded(CrucibleError):
+    code = "server_busy"
+
+
+class WorkCancelled(CrucibleError):
+    code = "work_cancelled"
 
 
 class HandlerTimeout(CrucibleError):
@@ -37,11 +54,17 @@ STATUS_BY_CODE: dict[str, int] = {
     "insufficient_stake": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "limit_exceeded": 400,
     "body_too_large": 413,
     "rate_limited": 429,
     "too_many_concurrent": 429,
+    "public_rate_limited": 429,
     "internal_error": 500,
     "metagraph_unavailable": 503,
+    "server_busy": 503,
+    "public_queue_full": 503,
+    "no_public_capacity": 503,
+    "work_cancelled": 503,
     "handler_timeout": 504,
 }
 
@@ -57,6 +80,8 @@ def status_for(error: CrucibleError) -> int:
         return 400
     if isinstance(error, RateLimited):
         return 429
+    if isinstance(error, (Overloaded, WorkCancelled)):
+        return 503
     if isinstance(error, HandlerTimeout):
         return 504
     if isinstance(error, ChainError):

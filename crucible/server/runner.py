@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +93,28 @@ def run_in_thread(
     return RunningServer(host=host, port=bound_port, _server=server, _thread=thread)
 
 
-def serve(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
+class _AnnouncingServer(uvicorn.Server):
+    """Calls ``on_started`` once the sockets are bound (not before: a caller told "ready" must be
+    able to connect at once)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    on_started: Callable[[], None] | None = None,
+) -> None:
     """Serve ``app`` in the foreground until SIGINT/SIGTERM (what a neuron's ``serve`` runs)."""
-    uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
-    ).run()
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    _AnnouncingServer(config, on_started).run()

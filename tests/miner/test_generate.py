@@ -45,3 +45,51 @@ def test_sampling_is_reproducible_by_seed_and_logprobs_are_normalised() -> None:
     )
     values = token_logprobs(model, [1, 2, 3, 4])
     assert len(values) == 3 and all(v <= 0 for v in values)
+
+
+def _tiny(seed: int = 0):
+    return build_model(
+        build_config(ModelShape("LlamaForCausalLM", 512, 32, layers=1, hidden=32, heads=2, ffn=64)),
+        seed=seed,
+    )
+
+
+GREEDY = dict(temperature=0, top_p=1, top_k=0, seed=0, eos_token_id=None, max_positions=32)
+
+
+def test_sampling_parameters_that_underflow_fall_back_instead_of_failing() -> None:
+    """temperature 5e-324 made every probability NaN (a 500 before); top-p 1e-300 keeps only
+    the most likely token, so it is exactly greedy."""
+    model = _tiny()
+    greedy, _ = generate_tokens(model, [1, 2, 3], 6, **GREEDY)
+    tiny_p, _ = generate_tokens(
+        model, [1, 2, 3], 6, **{**GREEDY, "temperature": 1.0, "top_p": 1e-300}
+    )
+    assert tiny_p == greedy
+    tiny_t, _ = generate_tokens(
+        model, [1, 2, 3], 6, **{**GREEDY, "temperature": 5e-324, "top_k": 3}
+    )
+    assert len(tiny_t) == 6 and all(0 <= t < 512 for t in tiny_t)
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_a_model_with_non_finite_logits_gets_an_answer_not_an_exception(poison: float) -> None:
+    model = _tiny()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(poison)
+    out, finish = generate_tokens(
+        model, [1, 2, 3], 4, **{**GREEDY, "temperature": 0.8, "top_p": 0.9}
+    )
+    assert len(out) == 4 and all(0 <= t < 512 for t in out) and finish == "length"
+
+
+def test_generation_stops_at_the_next_token_once_cancelled() -> None:
+    import threading
+
+    from crucible.server.errors import WorkCancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(WorkCancelled, match="stopped after 0 tokens: abandoned"):
+        generate_tokens(_tiny(), [1, 2, 3], 1000, cancel=cancel, **GREEDY)

@@ -4,6 +4,7 @@ stake), a miner (registered, no permit, no stake) and a stranger (never register
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,12 @@ class Net:
         return self.chain.metagraph(self.netuid).uid_of(kp.ss58_address)
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+@contextmanager
+def open_net(path: Path) -> Iterator[Net]:
+    """A fresh chain in ``path`` with the four keys of ``Net``; closed on exit."""
     owner = keypair("owner-coldkey")
     node = LocalNode(
-        Path(tmp_path_factory.mktemp("server-chain")),
-        NodeConfig(owner_coldkey=owner.ss58_address, hyperparameters=TEST_HYPERPARAMETERS),
+        path, NodeConfig(owner_coldkey=owner.ss58_address, hyperparameters=TEST_HYPERPARAMETERS)
     )
     coldkey = keypair("server-tests-coldkey")
     node.submit(DevFaucet(amount_rao=10_000 * TAO), coldkey).raise_for_failure()
@@ -53,13 +54,21 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     mg = node.metagraph(node.netuid)
     assert mg.by_hotkey(validator_kp.ss58_address).validator_permit
     assert not mg.by_hotkey(miner_kp.ss58_address).validator_permit
-    yield Net(
-        node,
-        node.netuid,
-        server_kp,
-        validator_kp,
-        miner_kp,
-        keypair("server-tests-stranger"),
-        10**9,
-    )
-    node.close()
+    try:
+        yield Net(
+            node,
+            node.netuid,
+            server_kp,
+            validator_kp,
+            miner_kp,
+            keypair("server-tests-stranger"),
+            10**9,
+        )
+    finally:
+        node.close()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    with open_net(Path(tmp_path_factory.mktemp("server-chain"))) as opened:
+        yield opened
