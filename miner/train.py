@@ -67,8 +67,8 @@ class TrainConfig:
             "time_budget_s": self.time_budget_s is None
             or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
             "token_budget": self.token_budget is None or self.token_budget > 0,
-            "eval_every": self.eval_every >= 1,
-            "checkpoint_every": self.checkpoint_every >= 1,
+            "eval_every": self.eval_every >= 0,  # 0: never
+            "checkpoint_every": self.checkpoint_every >= 0,  # 0: only at the end
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

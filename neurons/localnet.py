@@ -151,30 +151,27 @@ def _open_node(args: argparse.Namespace):
 
 
 def _serve(node, args: argparse.Namespace) -> None:
-    import uvicorn
-
     from crucible.chain.local.server import BlockClock, create_app
+    from crucible.server.runner import serve
 
     manual = args.block_time <= 0
     clock = None if manual else BlockClock(node, args.block_time)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(node, manual_blocks=manual),
-            host=args.host,
-            port=args.port,
-            log_level="warning",
-        )
+    message = (
+        f"crucible localnet: netuid {node.netuid}, head block {node.block()}, genesis "
+        f"{node.genesis[:18]}…, data {args.data_dir}, blocks "
+        f"{'manual' if manual else f'every {args.block_time} s'}, listening on "
+        f"http://{args.host}:{args.port}"
     )
     if clock:
         clock.start()
     try:
-        announce_ready(
-            f"crucible localnet: netuid {node.netuid}, head block {node.block()}, genesis "
-            f"{node.genesis[:18]}…, data {args.data_dir}, blocks "
-            f"{'manual' if manual else f'every {args.block_time} s'}, listening on "
-            f"http://{args.host}:{args.port}"
+        serve(
+            create_app(node, manual_blocks=manual),
+            args.host,
+            args.port,
+            log_level="warning",
+            on_started=lambda: announce_ready(message),
         )
-        server.run()
     finally:
         if clock:
             clock.stop()

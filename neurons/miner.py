@@ -149,8 +149,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_miner_server(keys.hotkey, chain, args.netuid, slot).app
     with stops_on_signals("crucible-miner serve"):
         try:
-            announce_ready(f"serving {slot.current.commitment} on http://{args.host}:{args.port}")
-            serve(app, args.host, args.port, log_level="warning")
+            message = f"serving {slot.current.commitment} on http://{args.host}:{args.port}"
+            serve(
+                app,
+                args.host,
+                args.port,
+                log_level="warning",
+                on_started=lambda: announce_ready(message),
+            )
         finally:
             watcher.stop()
     return 0

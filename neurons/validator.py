@@ -105,28 +105,34 @@ def _last_bundle_path(args: argparse.Namespace) -> Path:
 
 @exits_cleanly
 def cmd_verify(args: argparse.Namespace) -> int:
-    from crucible.validator.bundle import load_bundle, recompute
+    from crucible.validator.bundle import TamperedBundle, load_bundle, recompute
+    from crucible.validator.verify import check_against_chain, reevaluate
 
     try:
         bundle = load_bundle(_last_bundle_path(args))
-    except ValueError as exc:
-        print(f"TAMPERED: {exc}")
+    except TamperedBundle as exc:
+        print(f"TAMPERED: {exc.message}")
         return 1
-    report = recompute(bundle)
+    print(f"signature: ok (signed by validator {bundle.validator_hotkey})")
+    differences = recompute(bundle).differences
     if args.reevaluate:
-        from crucible.validator.verify import reevaluate
-
-        report.differences.extend(
-            reevaluate(
-                bundle, load_specs(args), args.specs, args.data_dir, args.work_dir / "models"
-            )
-        )
+        models = args.work_dir / "models"
+        differences += reevaluate(bundle, load_specs(args), args.specs, args.data_dir, models)
     print(
         "identical: the weights recompute bit for bit"
-        if not report.differences
-        else "DIFFERENCES:\n  " + "\n  ".join(report.differences)
+        if not differences
+        else "DIFFERENCES:\n  " + "\n  ".join(differences)
     )
-    return 0 if not report.differences else 1
+    if not args.no_chain:
+        found = check_against_chain(bundle, chain_from(args))
+        if not found.problems and not found.unverifiable:
+            print("chain: the inputs and the weights are the chain's")
+        for note in found.unverifiable:
+            print(f"chain: cannot check: {note}")
+        if found.problems:
+            print("AGAINST THE CHAIN:\n  " + "\n  ".join(found.problems))
+        differences += found.problems
+    return 0 if not differences else 1
 
 
 @exits_cleanly
@@ -177,8 +183,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         subnet, ApiKeys.from_file(args.api_keys), usage_log=args.usage_log, rate_per_s=args.rate
     )
     with stops_on_signals("crucible-validator gateway"):
-        announce_ready(f"OpenAI-compatible gateway on http://{args.host}:{args.port}/v1")
-        serve(app, args.host, args.port, log_level="warning")
+        message = f"OpenAI-compatible gateway on http://{args.host}:{args.port}/v1"
+        serve(
+            app,
+            args.host,
+            args.port,
+            log_level="warning",
+            on_started=lambda: announce_ready(message),
+        )
     return 0
 
 
@@ -219,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--reevaluate", action="store_true", help="also recompute the losses from the stored models"
+    )
+    v.add_argument(
+        "--no-chain", action="store_true", help="skip the checks against the chain (offline)"
     )
     e = _command(add, "explain", cmd_explain, "why a uid has its weight")
     e.add_argument("uid", type=int, help="the uid to explain")

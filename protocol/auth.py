@@ -14,6 +14,9 @@ our servers. We add two things it lacks:
   request nonce stops a recorded answer from being replayed to a later request; binding the status
   stops an error from being passed off as a success or vice versa.
 
+Documents (score bundles) are signed the same way over ``crucible-doc/1 \n kind \n sha256`` so
+a signature for one kind of document can never be presented as another's.
+
 Sign with a prebuilt ``Keypair`` (or any ``Signer``), never a ``Wallet`` object: signing through a
 Wallet re-reads the key file on every call (≈2.5 ms instead of ≈0.1 ms, research/sdk.md §1.4).
 """
@@ -40,9 +43,12 @@ __all__ = [
     "Signer",
     "new_nonce_store",
     "request_nonce",
+    "document_payload",
     "response_payload",
+    "sign_document",
     "sign_request",
     "sign_response",
+    "verify_document",
     "verify_request",
     "verify_response",
 ]
@@ -232,4 +238,37 @@ def verify_response(
         raise AuthError(
             "response signature does not verify: the answer was altered or forged",
             code="bad_response_signature",
+        )
+
+
+DOCUMENT_PROTOCOL = "crucible-doc/1"
+
+
+def document_payload(kind: str, digest_hex: str) -> bytes:
+    """The bytes a signer signs for a document of ``kind`` whose sha256 is ``digest_hex``."""
+    return "\n".join((DOCUMENT_PROTOCOL, kind, digest_hex)).encode()
+
+
+def sign_document(signer: Signer, kind: str, digest_hex: str) -> str:
+    """0x-hex sr25519 signature of ``signer`` over a document digest."""
+    return "0x" + bytes(signer.sign(document_payload(kind, digest_hex))).hex()
+
+
+def verify_document(signature_hex: str, kind: str, digest_hex: str, signer_ss58: str) -> None:
+    """Raise ``AuthError`` (``bad_document_signature``) unless ``signer_ss58`` signed it."""
+    try:
+        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        valid = len(signature) == 64 and bittensor_core.verify(
+            document_payload(kind, digest_hex),
+            signature,
+            signer_ss58,
+            bittensor_core.CRYPTO_SR25519,
+        )
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise AuthError(
+            f"the {kind} signature does not verify for {signer_ss58[:12]}…: altered, or signed "
+            "by another key",
+            code="bad_document_signature",
         )

@@ -14,7 +14,12 @@ or exit code; nothing in between swallows them.
     ├── CommitmentError        a model commitment that cannot be parsed or built
     ├── ModelRejected          a model that fails a competition's constraints
     ├── StoreError             the model store failed or holds something else
+    │   └── ModelUnavailable   the store could not be reached now (transient: retry later)
+    ├── ResourceExhausted      this machine ran out of memory: the validator's problem, not the model's
     └── DataError              corpus / tokenizer problems
+
+``transient`` is True on errors that say nothing about the input (retry later; never record them
+as a miner's rejection).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ __all__ = [
     "DataError",
     "ExtrinsicRejected",
     "ModelRejected",
+    "ModelUnavailable",
     "RequestError",
+    "ResourceExhausted",
     "StoreError",
 ]
 
@@ -39,6 +46,7 @@ class CrucibleError(Exception):
 
     code: str = "crucible_error"
     exit_code: int = 1
+    transient: bool = False  # True: nothing wrong with the input, the same call may succeed later
 
     def __init__(self, message: str, *, code: str | None = None, fix: str | None = None) -> None:
         super().__init__(message)
@@ -98,6 +106,20 @@ class ModelRejected(CrucibleError):
 
 class StoreError(CrucibleError):
     code = "store_error"
+
+
+class ModelUnavailable(StoreError):
+    """The store is unreachable, timed out, answered 5xx or is disabled here: not the miner's fault."""
+
+    code = "store_unavailable"
+    transient = True
+
+
+class ResourceExhausted(CrucibleError):
+    """This machine ran out of (GPU or host) memory; the model being evaluated is not to blame."""
+
+    code = "validator_out_of_memory"
+    transient = True
 
 
 class DataError(CrucibleError):

@@ -1,8 +1,11 @@
-"""Score bundles: everything needed to recompute a round's weights, content-addressed.
+"""Score bundles: everything needed to recompute a round's weights, content-addressed and signed.
 
-A bundle is canonical JSON named by its sha256, so anyone can check it was not altered and rerun
-``recompute`` (the same ``score_round``/``merge_competitions`` the validator ran) to get the same
-weights bit for bit.
+A bundle is canonical JSON named by its sha256 (the ``bundle_id``, computed without the
+signature) and signed by the validator's hotkey over that id (``protocol.auth.sign_document``,
+kind ``bundle``). ``load_bundle`` refuses a file whose name is not its hash or whose signature
+does not verify for the hotkey it names; ``recompute`` reruns the same
+``score_round``/``merge_competitions`` the validator ran to get the same weights bit for bit;
+``validator.verify`` checks its inputs against the chain.
 """
 
 from __future__ import annotations
@@ -11,9 +14,18 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from crucible.scoring.compete import Contender, EpsilonSchedule, merge_competitions, score_round
+from crucible.chain.weights import weights_to_u16
+from crucible.protocol.auth import Signer, sign_document, verify_document
+from crucible.protocol.errors import AuthError, CrucibleError
+from crucible.scoring.compete import (
+    Contender,
+    EpsilonSchedule,
+    RoundScores,
+    merge_competitions,
+    score_round,
+)
 from crucible.store.atomic import write_atomic
 
 __all__ = [
@@ -21,12 +33,17 @@ __all__ = [
     "Bundle",
     "CompetitionRound",
     "RecomputeReport",
+    "TamperedBundle",
     "load_bundle",
+    "parse_bundle",
     "recompute",
+    "rescore_round",
+    "rescored",
     "write_bundle",
 ]
 
-BUNDLE_SCHEMA = 1
+BUNDLE_SCHEMA = 2
+SIGNED_KIND = "bundle"
 
 
 class _Model(BaseModel):
@@ -49,6 +66,9 @@ class CompetitionRound(_Model):
     reward_share: float
     serving_share: float
     commit_blocks: dict[int, int]
+    hotkeys: dict[int, str] = Field(default_factory=dict)  # uid → hotkey when evaluated
+    commitments: dict[int, str] = Field(default_factory=dict)  # uid → raw commitment
+    precision: str = "fp32"  # evaluation dtype: every validator computes in fp32
     model_hashes: dict[int, str]
     losses: dict[int, list[float]]
     eval_errors: dict[int, str] = Field(default_factory=dict)
@@ -61,6 +81,19 @@ class CompetitionRound(_Model):
     ema_after: dict[int, float]
     serving_failed: dict[int, str] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> CompetitionRound:
+        """An untrusted file: every scored uid has a commit block and one loss per sample."""
+        missing = sorted(set(self.losses) - set(self.commit_blocks))
+        if missing:
+            raise ValueError(f"uids {missing[:5]} have losses but no commit block")
+        lengths = {len(v) for v in self.losses.values()}
+        if lengths - {len(self.sample_ids)}:
+            raise ValueError(
+                f"loss lists of lengths {sorted(lengths)} for {len(self.sample_ids)} samples"
+            )
+        return self
+
 
 class Bundle(_Model):
     schema_version: int = BUNDLE_SCHEMA
@@ -72,33 +105,64 @@ class Bundle(_Model):
     rejections: dict[int, str]
     weights: dict[int, float]
     weights_u16: dict[int, int]
+    signature: str = ""  # by validator_hotkey over bundle_id; not part of the id
 
     def canonical(self) -> bytes:
+        """The signed content: everything but the signature, as canonical JSON."""
         return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+            self.model_dump(mode="json", exclude={"signature"}),
+            sort_keys=True,
+            separators=(",", ":"),
         ).encode()
 
     @property
     def bundle_id(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
 
+    def signed(self, signer: Signer) -> Bundle:
+        if signer.ss58_address != self.validator_hotkey:
+            raise AuthError(
+                "a bundle is signed by the validator hotkey it names", code="wrong_signer"
+            )
+        return self.model_copy(
+            update={"signature": sign_document(signer, SIGNED_KIND, self.bundle_id)}
+        )
+
+    def check_signature(self) -> None:
+        verify_document(self.signature, SIGNED_KIND, self.bundle_id, self.validator_hotkey)
+
+
+class TamperedBundle(CrucibleError, ValueError):
+    """A bundle file that is not what it claims: altered, renamed, re-signed or not a bundle."""
+
+    code = "tampered_bundle"
+
 
 def write_bundle(bundle: Bundle, directory: Path) -> Path:
-    return write_atomic(Path(directory) / f"{bundle.bundle_id}.json", bundle.canonical())
+    if not bundle.signature:
+        raise TamperedBundle("refusing to write an unsigned bundle", code="unsigned_bundle")
+    body = json.dumps(bundle.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return write_atomic(Path(directory) / f"{bundle.bundle_id}.json", body.encode())
 
 
-class TamperedBundle(ValueError):
-    pass
+def parse_bundle(raw: bytes, name: str | None = None) -> Bundle:
+    """A bundle from bytes, refused unless its signature verifies (and it hashes to ``name``)."""
+    try:
+        bundle = Bundle.model_validate_json(raw)
+    except ValidationError as exc:
+        raise TamperedBundle(f"not a score bundle: {exc.error_count()} schema errors") from exc
+    if name is not None and name != bundle.bundle_id:
+        raise TamperedBundle(f"{name} is not the hash of its content: the bundle was altered")
+    try:
+        bundle.check_signature()
+    except AuthError as exc:
+        raise TamperedBundle(exc.message, code=exc.code) from exc
+    return bundle
 
 
 def load_bundle(path: Path) -> Bundle:
     path = Path(path)
-    raw = path.read_bytes()
-    bundle = Bundle.model_validate_json(raw)
-    digest = hashlib.sha256(bundle.canonical()).hexdigest()
-    if hashlib.sha256(raw).hexdigest() != digest or path.stem != digest:
-        raise TamperedBundle(f"{path.name} does not hash to its name: the bundle was altered")
-    return bundle
+    return parse_bundle(path.read_bytes(), path.stem)
 
 
 class RecomputeReport(BaseModel):
@@ -107,32 +171,67 @@ class RecomputeReport(BaseModel):
     weights: dict[int, float]
 
 
+def rescore_round(r: CompetitionRound) -> RoundScores:
+    """The competition math of one round, from the bundle's own inputs (the validator's code)."""
+    contenders = [Contender(uid, r.commit_blocks[uid], r.losses[uid]) for uid in sorted(r.losses)]
+    return score_round(
+        contenders,
+        block=r.round_block,
+        epsilon=EpsilonSchedule(r.epsilon_start, r.epsilon_floor, r.epsilon_decay_blocks),
+        significance_level=r.significance_level,
+        temperature=r.softmax_temperature,
+        ema_alpha=r.ema_alpha,
+        ema_before=r.ema_before,
+    )
+
+
+def merged_weights(bundle: Bundle, scores: list[RoundScores]) -> dict[int, float]:
+    emas = {r.competition: s.ema_after for r, s in zip(bundle.rounds, scores, strict=True)}
+    shares = {r.competition: r.reward_share for r in bundle.rounds}
+    serving = {r.competition: r.serving_share for r in bundle.rounds}
+    failed = {r.competition: set(r.serving_failed) for r in bundle.rounds}
+    return merge_competitions(emas, shares, serving, failed)
+
+
+def rescored(bundle: Bundle) -> Bundle:
+    """The bundle with every intermediate and the weights recomputed from its losses (unsigned)."""
+    scores = [rescore_round(r) for r in bundle.rounds]
+    rounds = [
+        r.model_copy(
+            update={
+                "competitive": s.competitive,
+                "not_competitive": s.not_competitive,
+                "pairs": [p.__dict__ for p in s.pairs],
+                "win_rates": s.win_rates,
+                "softmax": s.softmax,
+                "ema_before": s.ema_before,
+                "ema_after": s.ema_after,
+            }
+        )  # fmt: skip
+        for r, s in zip(bundle.rounds, scores, strict=True)
+    ]
+    weights = merged_weights(bundle, scores)
+    uids, values = weights_to_u16(weights) if weights else ((), ())
+    return bundle.model_copy(
+        update={
+            "rounds": rounds,
+            "weights": weights,
+            "weights_u16": dict(zip(uids, values, strict=True)),
+            "signature": "",
+        }
+    )
+
+
 def recompute(bundle: Bundle) -> RecomputeReport:
     differences: list[str] = []
-    emas: dict[str, dict[int, float]] = {}
-    shares, serving, failed = {}, {}, {}
-    for r in bundle.rounds:
-        contenders = [
-            Contender(uid, r.commit_blocks[uid], r.losses[uid]) for uid in sorted(r.losses)
-        ]
-        scores = score_round(
-            contenders,
-            block=r.round_block,
-            epsilon=EpsilonSchedule(r.epsilon_start, r.epsilon_floor, r.epsilon_decay_blocks),
-            significance_level=r.significance_level,
-            temperature=r.softmax_temperature,
-            ema_alpha=r.ema_alpha,
-            ema_before=r.ema_before,
-        )
+    scores = [rescore_round(r) for r in bundle.rounds]
+    for r, got in zip(bundle.rounds, scores, strict=True):
         for name in ("competitive", "win_rates", "softmax", "ema_after", "not_competitive"):
-            if getattr(scores, name) != getattr(r, name):
+            if getattr(got, name) != getattr(r, name):
                 differences.append(
-                    f"{r.competition}.{name}: bundle {getattr(r, name)} != recomputed {getattr(scores, name)}"
+                    f"{r.competition}.{name}: bundle {getattr(r, name)} != recomputed {getattr(got, name)}"
                 )
-        emas[r.competition] = scores.ema_after
-        shares[r.competition], serving[r.competition] = r.reward_share, r.serving_share
-        failed[r.competition] = set(r.serving_failed)
-    weights = merge_competitions(emas, shares, serving, failed)
+    weights = merged_weights(bundle, scores)
     if weights != bundle.weights:
         differences.append(f"weights: bundle {bundle.weights} != recomputed {weights}")
     return RecomputeReport(identical=not differences, differences=differences, weights=weights)

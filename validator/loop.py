@@ -33,7 +33,7 @@ from crucible.chain.interface import (
 from crucible.chain.weights import weights_commit_hash, weights_to_u16
 from crucible.models.fetch import FetchedModel, evict_cache, fetch_and_verify
 from crucible.protocol.competition import CompetitionSpec
-from crucible.protocol.errors import ChainError, ModelRejected
+from crucible.protocol.errors import ChainError, ModelRejected, ModelUnavailable, ResourceExhausted
 from crucible.protocol.version import CODE_VERSION, SPEC_VERSION
 from crucible.scoring.compete import Contender, EpsilonSchedule, merge_competitions, score_round
 from crucible.scoring.losses import per_sample_losses
@@ -123,6 +123,9 @@ def _sync_models(
                 rt.resolve_store,
                 rt.config.cache_dir,
             )
+        except (ModelUnavailable, ResourceExhausted) as exc:  # not the miner's fault: next round
+            log.warning("uid %d: model not fetched this round: %s", neuron.uid, exc)
+            continue
         except ModelRejected as exc:
             state.models[neuron.uid] = ModelEntry(
                 hotkey=neuron.hotkey, commitment=neuron.commitment.data, commit_block=neuron.commitment.block,
@@ -218,13 +221,17 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
         losses: dict[int, list[float]] = {}
         errors: dict[int, str] = {}
         for uid, model in sorted(eligible.items()):
-            result = per_sample_losses(
-                model.loaded.model,
-                windows,
-                batch_size=spec.evaluation.batch_size,
-                device=cfg.device,
-                progress=cfg.progress,
-            )
+            try:
+                result = per_sample_losses(
+                    model.loaded.model,
+                    windows,
+                    batch_size=spec.evaluation.batch_size,
+                    device=cfg.device,
+                    progress=cfg.progress,
+                )
+            except ResourceExhausted as exc:  # this validator's memory: not scored, not blamed
+                log.warning("uid %d: not evaluated this round: %s", uid, exc)
+                continue
             if result.error:
                 errors[uid] = result.error
             else:
@@ -263,6 +270,8 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
                 significance_level=spec.evaluation.significance_level, softmax_temperature=spec.softmax_temperature,
                 ema_alpha=spec.ema_alpha, reward_share=spec.reward_share, serving_share=spec.serving_share,
                 commit_blocks=commit_blocks, model_hashes={uid: eligible[uid].content_hash for uid in eligible},
+                hotkeys={uid: neurons[uid].hotkey for uid in eligible},
+                commitments={uid: state.models[uid].commitment for uid in eligible},
                 losses=losses, eval_errors=errors, competitive=scores.competitive,
                 not_competitive=scores.not_competitive, pairs=[p.__dict__ for p in scores.pairs],
                 win_rates=scores.win_rates, softmax=scores.softmax, ema_before=scores.ema_before,
@@ -285,7 +294,7 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
             code_version=CODE_VERSION, validator_hotkey=rt.keypair.ss58_address, netuid=cfg.netuid, block=mg.block,
             rounds=rounds, rejections=rejections, weights=weights, weights_u16=u16,
         )  # fmt: skip
-        bundle_path = write_bundle(bundle, cfg.bundles_dir)
+        bundle_path = write_bundle(bundle.signed(rt.keypair), cfg.bundles_dir)
         state.last_bundle = bundle_path.name
     save_state(state, cfg.state_path)
     return RoundOutcome(mg.block, bundle_path, weights, outcome, rejections)

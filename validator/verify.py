@@ -1,18 +1,128 @@
-"""``verify --reevaluate``: recompute a bundle's losses from the models and the block hash."""
+"""What ``crucible-validator verify`` checks beyond the recomputation of the weights.
+
+``check_against_chain``: the bundle's inputs are the chain's — the round block's hash, every
+evaluated uid's hotkey, commitment and commit block, the model hash bound to that hotkey by the
+commitment's secure hash — and the weights it claims are the ones the chain holds for its
+validator. ``reevaluate``: the losses recomputed from the cached models and the block hash.
+Each returns what it found: ``problems`` (the bundle contradicts the chain) and ``unverifiable``
+(facts the chain cannot confirm now — a miner re-committed since, weights superseded by a later
+round or still awaiting their reveal): reported as such, never counted as a match.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from crucible.chain.interface import Chain, Metagraph
+from crucible.chain.weights import max_upscale_u16
 from crucible.corpus.tokenizer import load_tokenizer
 from crucible.models.io import load_model_dir
+from crucible.protocol.commitment import ModelCommitment
 from crucible.protocol.competition import CompetitionSpec
+from crucible.protocol.errors import ChainError, CommitmentError
 from crucible.scoring.losses import per_sample_losses
 from crucible.scoring.windows import load_eval_pool, round_windows
-from crucible.validator.bundle import Bundle
+from crucible.validator.bundle import Bundle, CompetitionRound
 
-__all__ = ["reevaluate"]
+__all__ = ["ChainCheck", "check_against_chain", "check_round_inputs", "check_weights", "reevaluate"]
+
+# a validator's weights land in the block after the round's metagraph read (or a reveal later)
+WEIGHTS_LANDING_BLOCKS = 3
+
+
+@dataclass
+class ChainCheck:
+    problems: list[str] = field(default_factory=list)
+    unverifiable: list[str] = field(default_factory=list)
+
+    def __iadd__(self, other: ChainCheck) -> ChainCheck:
+        self.problems += other.problems
+        self.unverifiable += other.unverifiable
+        return self
+
+
+def check_round_inputs(bundle: Bundle, chain: Chain, mg: Metagraph) -> ChainCheck:
+    found = ChainCheck()
+    for r in bundle.rounds:
+        where = f"{r.competition} round {r.round_block}"
+        try:
+            if chain.block_hash(r.round_block) != r.block_hash:
+                found.problems.append(
+                    f"{where}: block hash {r.block_hash[:18]}… is not the chain's"
+                )
+        except ChainError as exc:
+            found.problems.append(f"{where}: the chain has no block {r.round_block}: {exc.message}")
+        for uid, digest in sorted(r.model_hashes.items()):
+            found += _check_model(where, uid, digest, r, mg)
+    return found
+
+
+def _check_model(
+    where: str, uid: int, digest: str, r: CompetitionRound, mg: Metagraph
+) -> ChainCheck:
+    hotkey, raw = r.hotkeys.get(uid), r.commitments.get(uid)
+    if hotkey is None or raw is None:
+        return ChainCheck([f"{where}: uid {uid} has no recorded hotkey/commitment"])
+    try:
+        bound = ModelCommitment.parse(raw).matches(digest, hotkey)
+    except CommitmentError as exc:
+        return ChainCheck([f"{where}: uid {uid}'s recorded commitment does not parse: {exc}"])
+    if not bound:
+        return ChainCheck([f"{where}: uid {uid}'s model hash is not bound to {hotkey[:12]}…"])
+    neuron = mg.neurons[uid] if uid < mg.n else None
+    if neuron is None or neuron.hotkey != hotkey:
+        return ChainCheck(unverifiable=[f"{where}: uid {uid} is no longer {hotkey[:12]}…"])
+    if neuron.commitment is None or neuron.commitment.data != raw:
+        return ChainCheck(unverifiable=[f"{where}: uid {uid} re-committed since"])
+    if neuron.commitment.block != r.commit_blocks.get(uid):
+        return ChainCheck(
+            [
+                f"{where}: uid {uid} committed at block {neuron.commitment.block}, not {r.commit_blocks.get(uid)}"
+            ]
+        )
+    return ChainCheck()
+
+
+def check_weights(bundle: Bundle, mg: Metagraph) -> ChainCheck:
+    """The chain's weights for the bundle's validator against the bundle's (as the chain stores
+    them: max-upscaled u16)."""
+    validator = mg.by_hotkey(bundle.validator_hotkey)
+    if validator is None:
+        who = f"validator {bundle.validator_hotkey[:12]}…"
+        return ChainCheck([f"{who} is not registered on netuid {mg.netuid}"])
+    if validator.last_update > bundle.block + WEIGHTS_LANDING_BLOCKS:
+        return ChainCheck(
+            unverifiable=[
+                f"the chain holds later weights (block {validator.last_update}) than this bundle's (block {bundle.block})"
+            ]
+        )
+    uids = sorted(bundle.weights_u16)
+    expected = dict(zip(uids, max_upscale_u16([bundle.weights_u16[u] for u in uids]), strict=True))
+    on_chain = {u: v for u, v in mg.weights.get(validator.uid, {}).items() if v}
+    expected = {u: v for u, v in expected.items() if v}
+    if not on_chain:
+        return ChainCheck(
+            unverifiable=[
+                "no weights from this validator on chain yet (not set, or awaiting reveal)"
+            ]
+        )
+    if on_chain != expected:
+        worst = max(
+            abs(on_chain.get(u, 0) - expected.get(u, 0)) for u in set(on_chain) | set(expected)
+        )
+        return ChainCheck(
+            [f"the chain's weights differ from the bundle's (max |Δ| = {worst} in u16)"]
+        )
+    return ChainCheck()
+
+
+def check_against_chain(bundle: Bundle, chain: Chain) -> ChainCheck:
+    mg = chain.metagraph(bundle.netuid)
+    found = check_round_inputs(bundle, chain, mg)
+    found += check_weights(bundle, mg)
+    return found
 
 
 def reevaluate(

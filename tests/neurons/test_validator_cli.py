@@ -79,10 +79,12 @@ def test_a_round_sets_weights_and_writes_a_bundle(setup) -> None:
     state = json.loads((tmp / "work" / "state.json").read_text())
     assert state["last_bundle"] and (tmp / "work" / "bundles" / state["last_bundle"]).exists()
     verify = subprocess.run(
-        [sys.executable, "-m", "crucible.neurons.validator", "verify", str(tmp / "work" / "bundles" / state["last_bundle"])],
+        [sys.executable, "-m", "crucible.neurons.validator", "verify", str(tmp / "work" / "bundles" / state["last_bundle"]),
+         "--chain-endpoint", node.url],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert verify.returncode == 0 and "bit for bit" in verify.stdout
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "bit for bit" in verify.stdout and "the inputs and the weights are the chain's" in verify.stdout
     weights = LocalChain(node.url).metagraph(1).weights
     assert weights and all(sum(row.values()) > 0 for row in weights.values())
 
