@@ -1,8 +1,11 @@
 """Per-sample mean token loss of a causal LM: batched, ``inference_mode``, fp32, deterministic.
 
 Shared by the validator's round and the miner's self-evaluation, so both compute the same numbers.
-A model that raises or yields a non-finite loss scores ``math.inf`` on every sample (the worst
-possible) with a reason; it never stops the round.
+Precision is fp32 on every device (no autocast): a CPU and a GPU validator must agree on the
+losses they compare. A model that raises or yields a non-finite loss scores ``math.inf`` on every
+sample (the worst possible) with a reason; it never stops the round. Running out of memory is not
+the model's fault (its size is within the competition's limits, checked before loading): it
+raises ``ResourceExhausted`` so the validator retries later instead of blaming the miner.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
+
+from crucible.models.io import is_out_of_memory
+from crucible.protocol.errors import ResourceExhausted
 
 __all__ = [
     "WORST_LOSS",
@@ -98,21 +104,26 @@ def per_sample_losses(
     count, length = windows.shape
     losses: list[float] = []
     try:
-        model = model.to(device).eval()
+        model = model.to(device=device, dtype=torch.float32).eval()
         with torch.inference_mode():
             for i in tqdm(
                 range(0, count, batch_size), disable=not progress, desc="eval", unit="batch"
             ):
                 ids = torch.from_numpy(windows[i : i + batch_size]).to(device)
-                with torch.autocast(
-                    "cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")
-                ):
-                    nll = next_token_nll(model, ids)
-                losses.extend(nll[:, :-1].mean(dim=1).tolist())
-    except (RuntimeError, ValueError, IndexError) as exc:  # a broken model must not stop the round
-        return EvalResult(
-            [WORST_LOSS] * count, 0, time.perf_counter() - start, f"model failed: {exc}", batch_size
-        )
+                nll = next_token_nll(model, ids)
+                losses.extend(nll[:, :-1].mean(dim=1).cpu().tolist())
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            return _failed(count, start, batch_size, exc)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()  # give the next model (or the retry) the memory back
+        raise ResourceExhausted(
+            f"out of memory evaluating {count} samples of {length} tokens in batches of "
+            f"{batch_size} on {device}: {exc}",
+            fix="lower the evaluation batch size or run the validator on a bigger device",
+        ) from exc
+    except (ValueError, IndexError) as exc:  # a broken model must not stop the round
+        return _failed(count, start, batch_size, exc)
     if not all(math.isfinite(x) for x in losses):
         return EvalResult(
             [WORST_LOSS] * count, 0, time.perf_counter() - start, "non-finite loss", batch_size
@@ -120,9 +131,17 @@ def per_sample_losses(
     return EvalResult(losses, count * (length - 1), time.perf_counter() - start, None, batch_size)
 
 
+def _failed(count: int, start: float, batch_size: int, exc: Exception) -> EvalResult:
+    return EvalResult(
+        [WORST_LOSS] * count, 0, time.perf_counter() - start, f"model failed: {exc}", batch_size
+    )
+
+
 def token_logprobs(model: torch.nn.Module, token_ids: list[int]) -> list[float]:
-    """log p(token[i+1] | token[:i+1]) in nats, fp32, as the validator computes it."""
+    """log p(token[i+1] | token[:i+1]) in nats, fp32 on the model's device, as CPU floats."""
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        ids = torch.tensor([token_ids], dtype=torch.long)
+        ids = torch.tensor([token_ids], dtype=torch.long, device=device)
         logits = model(input_ids=ids).logits[0, :-1, :].float()
-        return F.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None]).squeeze(1).tolist()
+        logprobs = F.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None]).squeeze(1)
+        return logprobs.cpu().tolist()

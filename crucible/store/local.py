@@ -5,9 +5,12 @@
   copy's hash and renames it into place with ``os.replace``. A process killed at any point leaves
   either no object or a whole one; a stray ``.incoming-*`` dir is ignored by later puts and gets.
   Putting the same content again reuses the object. The revision is the content hash; ref ``local``.
-* ``get`` copies the object into a temp dir inside ``dest_dir``, re-verifies the content hash
-  against the revision (``StoreError(code="hash_mismatch")`` for a tampered or corrupt object,
-  leaving nothing behind) and renames it to ``dest_dir/<revision>``.
+* ``get`` first sizes the object from the file system (no reading) and refuses one over the
+  caller's ``max_bytes`` (``too_large``) or holding a file outside ``allowed_files``
+  (``unexpected_file``), copying nothing; then it copies the object into a temp dir inside
+  ``dest_dir``, re-verifies the content hash against the revision (``StoreError(code=
+  "hash_mismatch")`` for a tampered or corrupt object, leaving nothing behind) and renames it to
+  ``dest_dir/<revision>``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from crucible.protocol.errors import StoreError
 from crucible.store.atomic import fsync_file
-from crucible.store.base import DEFAULT_MAX_BYTES, PICKLE_SUFFIXES, StoredModel, check_model_dir
+from crucible.store.base import (
+    DEFAULT_MAX_BYTES,
+    PICKLE_SUFFIXES,
+    StoredModel,
+    check_file_name,
+    check_model_dir,
+)
 from crucible.store.hashing import content_hash, model_files
 
 __all__ = ["PICKLE_SUFFIXES", "LocalStore"]
@@ -123,12 +133,23 @@ class LocalStore:
         except StoreError:
             return False
 
-    def get(self, ref: str, revision: str, dest_dir: Path) -> Path:
+    def get(
+        self,
+        ref: str,
+        revision: str,
+        dest_dir: Path,
+        *,
+        max_bytes: int,
+        allowed_files: Collection[str] | None = None,
+    ) -> Path:
         source = self._object(ref, revision)
         if not source.is_dir():
             raise StoreError(
                 f"model {revision[:16]}… is not in the store at {self.root}", code="not_found"
             )
+        for path in model_files(source):
+            check_file_name(path.relative_to(source).as_posix(), allowed_files)
+        check_model_dir(source, max_bytes)  # sizes from the file system: nothing is read yet
         dest_dir = Path(dest_dir)
         final = dest_dir / revision
         if _holds(final, revision):

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+CAP = 10 * 1024 * 1024  # a cap far above the test models: only tests of the cap go near it
+
 
 def write_model(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,24 @@
-"""The Hub store, without the Hub: construction, the fail-fast offline path, and the retry and
-error policy against a scripted Hub-like HTTP server on 127.0.0.1 (no upload or download: this
-machine cannot reach huggingface.co, so put/get against a real Hub are untested here)."""
+"""The Hub store, without the Hub: construction, the fail-fast offline path, the retry and error
+policy, and capped downloads (sizes listed first, bytes counted while streaming, a server that
+lies) against a Hub-like HTTP server on 127.0.0.1 (``tests/store/fakehub.py``). This machine
+cannot reach huggingface.co, so put against a real Hub is untested here."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crucible.protocol.errors import StoreError
 from crucible.store.base import ModelStore
-from crucible.store.hf import HuggingFaceStore
+from crucible.store.hashing import content_hash
+from crucible.store.hf import HuggingFaceStore, plan_download
+from tests.store.conftest import CAP
+from tests.store.fakehub import SHA, FakeHub
 
 
 def test_construction_checks_the_repo_id() -> None:
@@ -38,7 +41,7 @@ def test_get_fails_fast_offline(
     sleeps: list[float] = []
     store = HuggingFaceStore("owner/model", retries=3, backoff_s=5.0, sleep=sleeps.append)
     for call in (
-        lambda: store.get("owner/model", "abc1234", tmp_path / "dl"),
+        lambda: store.get("owner/model", "abc1234", tmp_path / "dl", max_bytes=CAP),
         lambda: store.put(model_dir),
         lambda: store.exists("owner/model", "abc1234"),
     ):
@@ -52,43 +55,8 @@ def test_get_fails_fast_offline(
 def test_get_refuses_bad_revisions(tmp_path: Path) -> None:
     store = HuggingFaceStore("owner/model", retries=0)
     with pytest.raises(StoreError) as err:
-        store.get("owner/model", "../../x", tmp_path / "dl")
+        store.get("owner/model", "../../x", tmp_path / "dl", max_bytes=CAP)
     assert err.value.code == "bad_ref"
-
-
-class FakeHub:
-    """A Hub-like server answering model-info requests with a scripted list of HTTP statuses."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses, self.paths = list(statuses), []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                hub.paths.append(self.path)
-                status = hub.statuses.pop(0) if hub.statuses else 200
-                body = {"id": "owner/model", "sha": "a" * 40} if status == 200 else {"error": "x"}
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                if status == 404:
-                    self.send_header("X-Error-Code", "RepoNotFound")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @pytest.fixture
@@ -101,11 +69,11 @@ def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fake_hub() -> Iterator[Callable[[list[int]], FakeHub]]:
+def fake_hub() -> Iterator[Callable[..., FakeHub]]:
     hubs: list[FakeHub] = []
 
-    def make(statuses: list[int]) -> FakeHub:
-        hubs.append(FakeHub(statuses))
+    def make(statuses: list[int] | None = None, **kwargs: object) -> FakeHub:
+        hubs.append(FakeHub(statuses, **kwargs))
         return hubs[-1]
 
     yield make
@@ -121,7 +89,7 @@ def _store(hub: FakeHub, sleeps: list[float], retries: int = 3) -> HuggingFaceSt
 
 @pytest.mark.usefixtures("online")
 def test_transient_errors_are_retried_with_doubling_backoff(
-    fake_hub: Callable[[list[int]], FakeHub],
+    fake_hub: Callable[..., FakeHub],
 ) -> None:
     hub, sleeps = fake_hub([503, 429, 200]), []
     assert _store(hub, sleeps).exists("owner/model", "abc1234") is True
@@ -131,7 +99,7 @@ def test_transient_errors_are_retried_with_doubling_backoff(
 
 @pytest.mark.usefixtures("online")
 def test_persistent_outage_gives_up_with_a_store_error(
-    fake_hub: Callable[[list[int]], FakeHub],
+    fake_hub: Callable[..., FakeHub],
 ) -> None:
     hub, sleeps = fake_hub([502] * 10), []
     with pytest.raises(StoreError, match="after 3 tries") as err:
@@ -141,11 +109,152 @@ def test_persistent_outage_gives_up_with_a_store_error(
 
 @pytest.mark.usefixtures("online")
 def test_missing_repo_and_refused_token_fail_at_once(
-    fake_hub: Callable[[list[int]], FakeHub],
+    fake_hub: Callable[..., FakeHub],
 ) -> None:
     hub, sleeps = fake_hub([404]), []
     assert _store(hub, sleeps).exists("owner/model", "abc1234") is False
-    hub = fake_hub([401])
+    for status, code in ((401, "hub_auth"), (403, "hub_refused")):
+        hub = fake_hub([status])
+        with pytest.raises(StoreError, match=f"HTTP {status}") as err:
+            _store(hub, sleeps).exists("owner/model", "abc1234")
+        assert err.value.code == code and len(hub.paths) == 1 and sleeps == []
+
+
+# ---- get: capped before and while downloading ------------------------------------------------
+
+
+@pytest.mark.usefixtures("online")
+def test_get_downloads_the_listed_files_of_the_pinned_commit(
+    fake_hub: Callable[..., FakeHub], model_dir: Path, tmp_path: Path
+) -> None:
+    hub = FakeHub.serving(model_dir)
+    try:
+        sleeps: list[float] = []
+        store = _store(hub, sleeps)
+        path, digest = store.fetch("owner/model", SHA[:12], tmp_path / "dl", max_bytes=CAP)
+    finally:
+        hub.close()
+    assert path == tmp_path / "dl" / SHA[:12] and digest == content_hash(model_dir)
+    assert sorted(hub.downloads) == ["config.json", "model.safetensors", "sub/adapter.safetensors"]
+    assert all(f"/resolve/{SHA}/" in p for p in hub.paths[1:])  # the full sha the listing named
+    assert hub.paths[0].startswith(f"/api/models/owner/model/revision/{SHA[:12]}?blobs=")
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [SHA[:12]] and sleeps == []
+
+
+@pytest.mark.usefixtures("online")
+def test_a_model_declared_over_the_cap_downloads_nothing(
+    fake_hub: Callable[..., FakeHub], model_dir: Path, tmp_path: Path
+) -> None:
+    hub = fake_hub(files={"config.json": b"{}"}, declared={"model.safetensors": 50 * 1024**3})
+    with pytest.raises(StoreError, match="nothing was downloaded") as err:
+        _store(hub, []).get("owner/model", SHA, tmp_path / "dl", max_bytes=CAP)
+    assert err.value.code == "too_large"
+    assert hub.downloads == [] and list((tmp_path / "dl").glob("*")) == []
+
+
+@pytest.mark.usefixtures("online")
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("pytorch_model.bin", "pickle_refused"),
+        ("evil.py", "unexpected_file"),
+        ("../../outside.safetensors", "bad_file"),
+        ("/etc/passwd", "bad_file"),
+        ("sub/../config.json", "bad_file"),
+    ],
+)
+def test_unexpected_or_escaping_files_download_nothing(
+    fake_hub: Callable[..., FakeHub], tmp_path: Path, name: str, code: str
+) -> None:
+    hub = fake_hub(files={"config.json": b"{}", name: b"x"})
+    allowed = {"config.json", "model.safetensors"}
     with pytest.raises(StoreError) as err:
-        _store(hub, sleeps).exists("owner/model", "abc1234")
-    assert err.value.code == "hub_refused" and len(hub.paths) == 1 and sleeps == []
+        _store(hub, []).get(
+            "owner/model", SHA, tmp_path / "dl", max_bytes=CAP, allowed_files=allowed
+        )
+    assert err.value.code == code and hub.downloads == []
+    assert not (tmp_path / "outside.safetensors").exists()
+
+
+@pytest.mark.usefixtures("online")
+def test_a_listing_for_another_commit_is_refused(
+    fake_hub: Callable[..., FakeHub], tmp_path: Path
+) -> None:
+    hub = fake_hub(files={"config.json": b"{}"}, sha="f" * 40, answer_any_revision=True)
+    with pytest.raises(StoreError, match="listed commit") as err:
+        _store(hub, []).get("owner/model", SHA, tmp_path / "dl", max_bytes=CAP)
+    assert err.value.code == "hub_error" and hub.downloads == []
+
+
+@pytest.mark.usefixtures("online")
+def test_a_server_sending_more_than_it_declared_is_cut_off_while_streaming(
+    fake_hub: Callable[..., FakeHub], tmp_path: Path
+) -> None:
+    """No Content-Length: only the byte counter can see that 256 MiB follow a 4-byte file."""
+    extra = 256 * 1024**2
+    hub = fake_hub(files={"config.json": b"{}\n\n"}, extra_bytes=extra, content_length=False)
+    sleeps: list[float] = []
+    with pytest.raises(StoreError, match="declared 4 bytes but sent at least") as err:
+        _store(hub, sleeps).get("owner/model", SHA, tmp_path / "dl", max_bytes=CAP)
+    assert err.value.code == "size_mismatch" and sleeps == []  # not retried
+    assert list((tmp_path / "dl").glob("*")) == [] and list((tmp_path / "dl").glob(".*")) == []
+    hub.close()  # waits for the server's writer: it stopped when the client hung up
+    assert hub.sent["config.json"] < extra
+
+
+@pytest.mark.usefixtures("online")
+def test_a_content_length_over_the_declared_size_is_refused_unread(
+    fake_hub: Callable[..., FakeHub], tmp_path: Path
+) -> None:
+    hub = fake_hub(files={"config.json": b"{}"}, extra_bytes=64 * 1024**2)
+    with pytest.raises(StoreError, match="announces 67108866") as err:
+        _store(hub, []).get("owner/model", SHA, tmp_path / "dl", max_bytes=CAP)
+    assert err.value.code == "size_mismatch"
+    assert list((tmp_path / "dl").glob(".*")) == []
+
+
+@pytest.mark.usefixtures("online")
+def test_a_transient_download_error_is_retried(
+    fake_hub: Callable[..., FakeHub], model_dir: Path, tmp_path: Path
+) -> None:
+    hub = FakeHub.serving(model_dir, download_statuses=[503])
+    sleeps: list[float] = []
+    try:
+        path = _store(hub, sleeps).get("owner/model", SHA, tmp_path / "dl", max_bytes=CAP)
+    finally:
+        hub.close()
+    assert content_hash(path) == content_hash(model_dir) and sleeps == [0.5]
+
+
+_SIBLING = st.fixed_dictionaries(
+    {
+        "rfilename": st.sampled_from(["config.json", "model.safetensors", ".gitattributes"])
+        | st.text(max_size=12),
+        "size": st.none() | st.booleans() | st.integers(-5, 2**64) | st.text(max_size=3),
+    }
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sha=st.sampled_from([SHA, SHA[:12], "f" * 40, None, 7, ""]),
+    siblings=st.none() | st.lists(_SIBLING, max_size=6),
+    max_bytes=st.integers(0, 10**6),
+)
+def test_any_hub_listing_is_a_bounded_plan_or_a_store_error(
+    sha: object, siblings: list[dict] | None, max_bytes: int
+) -> None:
+    from huggingface_hub.hf_api import ModelInfo
+
+    info = ModelInfo(id="owner/model", sha=sha, siblings=siblings)
+    allowed = {"config.json", "model.safetensors"}
+    try:
+        commit, files = plan_download(info, SHA[:12], max_bytes, allowed)
+    except StoreError as exc:
+        assert exc.code in {
+            "hub_error", "bad_file", "pickle_refused", "unexpected_file", "empty_model",
+            "too_large",
+        }  # fmt: skip
+        return
+    assert commit == SHA and files and sum(size for _, size in files) <= max_bytes
+    assert {name for name, _ in files} <= allowed

@@ -13,7 +13,7 @@ from crucible.protocol.errors import StoreError
 from crucible.store.base import ModelStore, StoredModel
 from crucible.store.hashing import content_hash
 from crucible.store.local import LocalStore
-from tests.store.conftest import write_model
+from tests.store.conftest import CAP, write_model
 
 
 def test_put_then_get_round_trips_real_safetensors(tmp_path: Path, model_dir: Path) -> None:
@@ -25,14 +25,16 @@ def test_put_then_get_round_trips_real_safetensors(tmp_path: Path, model_dir: Pa
     assert stored == StoredModel("local", digest, digest, size)
     assert store.exists("local", digest)
     assert not store.exists("local", "0" * 64) and not store.exists("hf/x", digest)
-    fetched = store.get("local", digest, tmp_path / "cache")
+    fetched = store.get("local", digest, tmp_path / "cache", max_bytes=CAP)
     assert fetched == tmp_path / "cache" / digest and content_hash(fetched) == digest
     original = load_file(str(model_dir / "model.safetensors"))
     copy = load_file(str(fetched / "model.safetensors"))
     assert original.keys() == copy.keys()
     assert all(torch.equal(original[k], copy[k]) for k in original)
     assert (fetched / "sub" / "adapter.safetensors").is_file()
-    assert store.get("local", digest, tmp_path / "cache") == fetched  # cached, still verified
+    assert (
+        store.get("local", digest, tmp_path / "cache", max_bytes=CAP) == fetched
+    )  # cached, still verified
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [digest]  # no temp dirs
 
 
@@ -59,19 +61,21 @@ def test_tampered_object_is_caught_and_leaves_nothing(tmp_path: Path, model_dir:
     weights.write_bytes(bytes(data))
     cache = tmp_path / "cache"
     with pytest.raises(StoreError) as err:
-        store.get("local", stored.revision, cache)
+        store.get("local", stored.revision, cache, max_bytes=CAP)
     assert err.value.code == "hash_mismatch"
     assert list(cache.iterdir()) == []  # no partial or temp directory left behind
     store.put(model_dir)  # putting the model again repairs the object
-    assert content_hash(store.get("local", stored.revision, cache)) == stored.revision
+    assert (
+        content_hash(store.get("local", stored.revision, cache, max_bytes=CAP)) == stored.revision
+    )
 
 
 def test_tampered_cache_copy_is_replaced(tmp_path: Path, model_dir: Path) -> None:
     store = LocalStore(tmp_path / "store")
     stored = store.put(model_dir)
-    fetched = store.get("local", stored.revision, tmp_path / "cache")
+    fetched = store.get("local", stored.revision, tmp_path / "cache", max_bytes=CAP)
     (fetched / "config.json").write_text('{"evil": 1}')
-    again = store.get("local", stored.revision, tmp_path / "cache")
+    again = store.get("local", stored.revision, tmp_path / "cache", max_bytes=CAP)
     assert again == fetched and content_hash(again) == stored.revision
 
 
@@ -114,7 +118,7 @@ def test_leftovers_of_a_killed_put_do_not_break_the_next(tmp_path: Path, model_d
     assert stored.revision == digest
     assert content_hash(store.objects / digest) == digest
     assert not store.exists("local", stray.name)
-    assert content_hash(store.get("local", digest, tmp_path / "cache")) == digest
+    assert content_hash(store.get("local", digest, tmp_path / "cache", max_bytes=CAP)) == digest
 
 
 def test_a_half_written_object_is_replaced_by_the_next_put(tmp_path: Path, model_dir: Path) -> None:
@@ -129,13 +133,13 @@ def test_a_half_written_object_is_replaced_by_the_next_put(tmp_path: Path, model
 def test_bad_references_are_refused(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     with pytest.raises(StoreError) as err:
-        store.get("local", "ab" * 32, tmp_path / "cache")
+        store.get("local", "ab" * 32, tmp_path / "cache", max_bytes=CAP)
     assert err.value.code == "not_found"
     with pytest.raises(StoreError) as err:
-        store.get("local", "../../etc", tmp_path / "cache")
+        store.get("local", "../../etc", tmp_path / "cache", max_bytes=CAP)
     assert err.value.code == "bad_ref"
     with pytest.raises(StoreError) as err:
-        store.get("owner/model", "ab" * 32, tmp_path / "cache")
+        store.get("owner/model", "ab" * 32, tmp_path / "cache", max_bytes=CAP)
     assert err.value.code == "wrong_store"
     with pytest.raises(StoreError) as err:
         store.put(tmp_path / "missing")
