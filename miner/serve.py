@@ -199,7 +199,9 @@ def _default_policies(public_generate: bool) -> dict[str, RoutePolicy]:
     # request that needs longer than these is not one the competition needs served.
     return {
         INFO_PATH: RoutePolicy(access=Access.SIGNED),
-        LOGPROBS_PATH: RoutePolicy(timeout_s=15),
+        # public: a validator's probe may come from any hotkey (a stranger's request may be a
+        # probe), so a miner cannot serve honestly to validators alone
+        LOGPROBS_PATH: RoutePolicy(access=Access.SIGNED, timeout_s=15),
         GENERATE_PATH: RoutePolicy(
             access=Access.SIGNED if public_generate else Access.REGISTERED,
             rate_per_s=2,
@@ -267,7 +269,9 @@ class _Handlers:
             )  # fmt: skip
             with self.tokenizer_lock:
                 text = served.tokenizer.decode(new)[:MAX_OUTPUT_TEXT_CHARS]
-            return GenerateResponse(token_ids=new, text=text, finish_reason=finish)
+            return GenerateResponse(
+                token_ids=new, text=text, finish_reason=finish, commitment=served.commitment
+            )
 
         return await self._run_model(ctx, work)
 

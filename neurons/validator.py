@@ -67,6 +67,13 @@ def _print_outcome(outcome) -> None:
 
 @exits_cleanly
 def cmd_run(args: argparse.Namespace) -> int:
+    from crucible.validator.lock import WorkDirLock
+
+    with WorkDirLock(args.work_dir):  # one validator process per work dir
+        return _run_loop(args)
+
+
+def _run_loop(args: argparse.Namespace) -> int:
     from crucible.validator.loop import run_round
     from crucible.validator.state import load_state
 
@@ -85,7 +92,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-@exits_cleanly
 def _last_bundle_path(args: argparse.Namespace) -> Path:
     """``--bundle``/the positional file if given, else the last bundle this validator wrote."""
     from crucible.protocol.errors import ConfigError

@@ -147,11 +147,14 @@ class GenerateRequest(Message):
 
 
 class GenerateResponse(Message):
-    """The continuation: its token ids and decoded text, and why generation stopped."""
+    """The continuation: its token ids and decoded text, why generation stopped, and the
+    commitment of the model that produced it — a statement the miner signs with the answer, so
+    an answer from another model than the one committed is the miner's provable lie."""
 
     token_ids: list[TokenId] = Field(max_length=MAX_NEW_TOKENS)
     text: str = Field(max_length=MAX_OUTPUT_TEXT_CHARS)
     finish_reason: Literal["length", "stop"]
+    commitment: str | None = Field(default=None, max_length=MAX_COMMITMENT_CHARS)
 
 
 class LogprobsRequest(Message):

@@ -31,10 +31,12 @@ from crucible.store.atomic import write_atomic
 __all__ = [
     "BUNDLE_SCHEMA",
     "Bundle",
+    "CarriedCompetition",
     "CompetitionRound",
     "RecomputeReport",
     "TamperedBundle",
     "load_bundle",
+    "merged_weights",
     "parse_bundle",
     "recompute",
     "rescore_round",
@@ -57,6 +59,7 @@ class CompetitionRound(_Model):
     block_hash: str
     seed: int
     sample_ids: list[str]
+    batch_size: int = Field(default=16, ge=1, le=4096)  # what the losses were computed with
     epsilon_start: float
     epsilon_floor: float
     epsilon_decay_blocks: int
@@ -72,6 +75,7 @@ class CompetitionRound(_Model):
     model_hashes: dict[int, str]
     losses: dict[int, list[float]]
     eval_errors: dict[int, str] = Field(default_factory=dict)
+    held: dict[int, str] = Field(default_factory=dict)  # not evaluated, validator-side: EMA kept
     competitive: list[int]
     not_competitive: dict[int, str]
     pairs: list[dict]
@@ -80,6 +84,9 @@ class CompetitionRound(_Model):
     ema_before: dict[int, float]
     ema_after: dict[int, float]
     serving_failed: dict[int, str] = Field(default_factory=dict)
+    serving_inconclusive: dict[int, str] = Field(default_factory=dict)
+    probe_seed: int = 0  # drawn in secret for the round, published here afterwards
+    probe_sample_ids: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> CompetitionRound:
@@ -95,6 +102,18 @@ class CompetitionRound(_Model):
         return self
 
 
+class CarriedCompetition(_Model):
+    """A competition whose round block was already scored in an earlier bundle: its EMA enters
+    this round's weights unchanged (a round is never scored twice)."""
+
+    competition: str
+    round_block: int
+    ema: dict[int, float]
+    reward_share: float
+    serving_share: float
+    serving_failed: dict[int, str] = Field(default_factory=dict)
+
+
 class Bundle(_Model):
     schema_version: int = BUNDLE_SCHEMA
     code_version: str
@@ -102,9 +121,11 @@ class Bundle(_Model):
     netuid: int
     block: int
     rounds: list[CompetitionRound]
+    carried: list[CarriedCompetition] = Field(default_factory=list)
     rejections: dict[int, str]
     weights: dict[int, float]
     weights_u16: dict[int, int]
+    burn_uid: int | None = None  # where withheld serving shares go (the subnet owner's uid)
     signature: str = ""  # by validator_hotkey over bundle_id; not part of the id
 
     def canonical(self) -> bytes:
@@ -182,15 +203,27 @@ def rescore_round(r: CompetitionRound) -> RoundScores:
         temperature=r.softmax_temperature,
         ema_alpha=r.ema_alpha,
         ema_before=r.ema_before,
+        held=sorted(set(r.held) - set(r.losses)),
     )
 
 
-def merged_weights(bundle: Bundle, scores: list[RoundScores]) -> dict[int, float]:
-    emas = {r.competition: s.ema_after for r, s in zip(bundle.rounds, scores, strict=True)}
-    shares = {r.competition: r.reward_share for r in bundle.rounds}
-    serving = {r.competition: r.serving_share for r in bundle.rounds}
-    failed = {r.competition: set(r.serving_failed) for r in bundle.rounds}
-    return merge_competitions(emas, shares, serving, failed)
+def merged_weights(bundle: Bundle, scores: list[RoundScores] | None = None) -> dict[int, float]:
+    """The weight vector of a bundle: its rounds' EMAs (or ``scores``' when recomputing) and its
+    carried competitions, merged by reward share; withheld serving shares to ``burn_uid``."""
+    emas = {
+        r.competition: (r.ema_after if scores is None else scores[i].ema_after)
+        for i, r in enumerate(bundle.rounds)
+    }
+    parts = [
+        (r.competition, r.reward_share, r.serving_share, r.serving_failed) for r in bundle.rounds
+    ]
+    for c in bundle.carried:
+        emas[c.competition] = c.ema
+        parts.append((c.competition, c.reward_share, c.serving_share, c.serving_failed))
+    shares = {name: reward for name, reward, _, _ in parts}
+    serving = {name: share for name, _, share, _ in parts}
+    failed = {name: set(uids) for name, _, _, uids in parts}
+    return merge_competitions(emas, shares, serving, failed, bundle.burn_uid)
 
 
 def rescored(bundle: Bundle) -> Bundle:

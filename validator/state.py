@@ -56,6 +56,7 @@ class ValidatorState(_Model):
     models: dict[int, ModelEntry] = Field(default_factory=dict)
     last_bundle: str | None = None
     last_round_block: dict[str, int] = Field(default_factory=dict)
+    serving_failed: dict[str, dict[int, str]] = Field(default_factory=dict)  # at that round
     last_weights_block: int = 0
     pending_reveal: PendingReveal | None = None
 

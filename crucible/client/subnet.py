@@ -1,10 +1,13 @@
 """Query the subnet: ``Subnet(chain, netuid, keypair).ask("prompt")``.
 
 Miners are picked by incentive (top-k among those serving an endpoint and holding a commitment),
-queried concurrently with the signed client; an answer counts only if its signature proves the
-miner's hotkey produced it and the miner says it serves the commitment the chain shows for it.
-The best answer by incentive wins; timeouts and liars fall back to the next; if nobody answers,
-``NoAnswer`` lists why for each miner.
+queried concurrently with the signed client. The chain is the authority on what each miner must
+serve: an answer counts only if its signature proves the miner's hotkey produced it and the
+commitment it states, signed with the answer, is the one the chain holds for that hotkey now —
+so an answer from any other model is a signed lie the validators' probes (indistinguishable from
+client requests) can catch. ``Answer.commitment`` is the chain's. The best answer by incentive
+wins; timeouts and mismatches fall back to the next; if nobody answers, ``NoAnswer`` lists why
+for each miner.
 """
 
 from __future__ import annotations
@@ -57,6 +60,17 @@ class Answer:
     commitment: str | None
     finish_reason: str
     attempts: dict[int, str] = field(default_factory=dict)  # uid → outcome of every miner asked
+
+
+def _judge_answer(neuron: Neuron, result: CallResult[GenerateResponse] | None) -> str:
+    """ "ok", or why this miner's answer does not count."""
+    if result is None:
+        return "no endpoint"
+    if not result.ok or result.value is None:
+        return f"{result.code}: {result.error}"
+    if result.value.commitment != neuron.commitment.data:
+        return "answered from another model than its on-chain commitment: skipped"
+    return "ok"
 
 
 class Subnet:
@@ -153,39 +167,20 @@ class Subnet:
             # ask the top k at once; if none of them gives a valid answer, fall back to the next k
             for start in range(0, len(ranked), k):
                 batch = ranked[start : start + k]
-                targets = [Target.from_neuron(n) for n in batch]
-                infos, answers = await asyncio.gather(
-                    self._info(client, batch),
-                    client.call_many(
-                        [t for t in targets if t],
-                        GENERATE_PATH,
-                        request,
-                        GenerateResponse,
-                        timeout_s=self.timeout_s,
-                    ),
+                targets = [t for t in (Target.from_neuron(n) for n in batch) if t]
+                answers = await client.call_many(
+                    targets, GENERATE_PATH, request, GenerateResponse, timeout_s=self.timeout_s
                 )
-                for neuron, result in zip(batch, answers, strict=True):
-                    info = infos.get(neuron.uid)
-                    if not result.ok or result.value is None:
-                        attempts[neuron.uid] = f"{result.code}: {result.error}"
-                    elif (
-                        info is None
-                        or info.value is None
-                        or info.value.commitment != neuron.commitment.data
-                    ):
-                        attempts[neuron.uid] = "serves a different model than it committed: skipped"
-                    else:
-                        attempts[neuron.uid] = "ok"
-                best = next(
-                    (r for n, r in zip(batch, answers, strict=True) if attempts[n.uid] == "ok"),
-                    None,
-                )
+                by_uid = {r.target.uid: r for r in answers}
+                for neuron in batch:
+                    attempts[neuron.uid] = _judge_answer(neuron, by_uid.get(neuron.uid))
+                best = next((n for n in batch if attempts[n.uid] == "ok"), None)
                 if best is not None:
-                    neuron = next(n for n in batch if n.uid == best.target.uid)
+                    result = by_uid[best.uid]
                     return Answer(
-                        text=best.value.text, token_ids=best.value.token_ids, uid=neuron.uid, hotkey=neuron.hotkey,
-                        latency_ms=best.latency_ms, commitment=neuron.commitment.data,
-                        finish_reason=best.value.finish_reason, attempts=attempts,
+                        text=result.value.text, token_ids=result.value.token_ids, uid=best.uid, hotkey=best.hotkey,
+                        latency_ms=result.latency_ms, commitment=best.commitment.data,
+                        finish_reason=result.value.finish_reason, attempts=attempts,
                     )  # fmt: skip
         finally:
             if self.metagraph_ttl_s <= 0:  # a one-shot caller: do not leave the session open

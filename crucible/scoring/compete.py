@@ -16,7 +16,11 @@ For one competition and the models evaluated on the same samples:
 4. **Win rates** over the competitive set (the fraction of the other competitive models a model
    beats), **softmax** with the spec's temperature, then per-competition **EMA**, then a merge by
    reward share. A uid that failed the serving probe loses the competition's serving share of its
-   weight.
+   weight, and that share goes to the burn uid (the subnet owner's), so renormalising the weight
+   vector cannot hand it back (a lone liar keeps 1 − serving_share, not 1.0).
+5. **Held uids.** A uid the validator could not evaluate through no fault of its own (the store
+   was unreachable, the validator ran out of memory) keeps its EMA unchanged this round instead
+   of decaying: a validator-side failure never lowers a miner's score.
 
 Everything a score bundle needs (ε per pair, wins, the competitive set, win rates, EMA before and
 after) is returned in ``RoundScores``.
@@ -25,7 +29,7 @@ after) is returned in ``RoundScores``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -133,8 +137,12 @@ def score_round(
     temperature: float,
     ema_alpha: float,
     ema_before: Mapping[int, float],
+    held: Collection[int] = (),
 ) -> RoundScores:
+    """``held``: uids not evaluated for a validator-side reason; their EMA is carried over."""
     by_uid = {c.uid: c for c in contenders}
+    if set(held) & set(by_uid):
+        raise ValueError("a held uid cannot also be a contender")
     if len(by_uid) != len(contenders):
         raise ValueError("a uid appears twice among the contenders")
     lengths = {len(c.losses) for c in contenders}
@@ -185,8 +193,11 @@ def score_round(
     )
     soft = _softmax(win_rates, temperature)
     uids = sorted(set(by_uid) | set(ema_before))
+    kept = set(held)
     ema_after = {
-        uid: ema_alpha * soft.get(uid, 0.0) + (1.0 - ema_alpha) * ema_before.get(uid, 0.0)
+        uid: ema_before.get(uid, 0.0)
+        if uid in kept
+        else ema_alpha * soft.get(uid, 0.0) + (1.0 - ema_alpha) * ema_before.get(uid, 0.0)
         for uid in uids
     }
     return RoundScores(
@@ -205,19 +216,28 @@ def merge_competitions(
     reward_shares: Mapping[str, float],
     serving_shares: Mapping[str, float],
     serving_failed: Mapping[str, set[int]],
+    burn_uid: int | None = None,
 ) -> dict[int, float]:
-    """Per-competition EMA scores → one weight vector over uids (sums to 1, or empty)."""
+    """Per-competition EMA scores → one weight vector over uids (sums to 1, or empty).
+
+    The serving share withheld from a uid that failed the probe goes to ``burn_uid`` (the subnet
+    owner's uid: emission to it is burned); without one it is spread over the others by
+    renormalisation, and a lone failing uid keeps its weight (nobody else to give it to)."""
     weights: dict[int, float] = {}
     for competition, ema in sorted(emas.items()):
         total = math.fsum(ema.values())
         if total <= 0:
             continue
         failed = serving_failed.get(competition, set())
+        reward = reward_shares.get(competition, 0.0)
         for uid, value in ema.items():
             share = value / total
             if uid in failed:
-                share *= 1.0 - serving_shares.get(competition, 0.0)
-            weights[uid] = weights.get(uid, 0.0) + reward_shares.get(competition, 0.0) * share
+                withheld = share * serving_shares.get(competition, 0.0)
+                share -= withheld
+                if burn_uid is not None and withheld > 0:
+                    weights[burn_uid] = weights.get(burn_uid, 0.0) + reward * withheld
+            weights[uid] = weights.get(uid, 0.0) + reward * share
     total = math.fsum(weights.values())
     if total <= 0 or not math.isfinite(total):
         return {}

@@ -98,7 +98,7 @@ def test_client_gets_the_answer_from_the_top_miner_and_skips_liars(
     subnet = Subnet(world.node, 1, keypair("some-client"), top_k=8, timeout_s=20)
     answer = subnet.ask("It is a truth universally acknowledged", max_tokens=8)
     assert answer.uid == world.uids["good"] and len(answer.token_ids) >= 1
-    assert "different model" in answer.attempts[world.uids["liar"]]
+    assert "another model than its on-chain commitment" in answer.attempts[world.uids["liar"]]
     miners = {m.uid: m for m in subnet.miners()}
     assert (
         miners[world.uids["good"]].reachable

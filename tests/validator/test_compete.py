@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from crucible.scoring.compete import (
     Contender,
     EpsilonSchedule,
+    beats,
     merge_competitions,
     score_round,
     sign_test_p,
@@ -19,9 +20,9 @@ from crucible.scoring.compete import (
 EPS = EpsilonSchedule(start=0.01, floor=0.001, decay_blocks=1000)
 
 
-def run(contenders, block=1000, temperature=0.5, alpha=0.5, before=None):
+def run(contenders, block=1000, temperature=0.5, alpha=0.5, before=None, held=()):
     return score_round(contenders, block=block, epsilon=EPS, significance_level=0.05, temperature=temperature,
-                       ema_alpha=alpha, ema_before=before or {})  # fmt: skip
+                       ema_alpha=alpha, ema_before=before or {}, held=held)  # fmt: skip
 
 
 def test_worked_example_better_challenger_and_a_copy() -> None:
@@ -121,3 +122,46 @@ def test_uids_can_be_permuted(table, rnd) -> None:
     base = run([Contender(uid, blocks[uid], table[uid]) for uid in range(n)])
     moved = run([Contender(perm[uid], blocks[uid], table[uid]) for uid in range(n)])
     assert {perm[u]: w for u, w in base.win_rates.items()} == moved.win_rates
+
+
+def test_ema_moves_by_alpha_towards_this_rounds_softmax() -> None:
+    # α = 0.2, a lone competitive model: softmax 1.0; before 0.5 → 0.2·1.0 + 0.8·0.5 = 0.6,
+    # and uid 9 (not in this round) decays 0.8·0.25 = 0.2. With α = 0.5 it would be 0.75 / 0.125.
+    scores = run([Contender(1, 10, [1.0] * 4)], alpha=0.2, before={1: 0.5, 9: 0.25})
+    assert scores.ema_after == pytest.approx({1: 0.6, 9: 0.2})
+
+
+def test_the_sign_test_and_the_mean_must_both_agree() -> None:
+    earlier = Contender(0, 0, [2.0] * 10)
+    # better on 9 of 10 samples (p = 11/1024 < 0.05) but one disastrous sample: mean 2.88 > 1.9962
+    spiky = Contender(1, 100, [1.9] * 9 + [11.0])
+    # mean better (1.5) thanks to two huge wins, but worse on 8 of 10 samples: p = 0.989
+    lucky = Contender(2, 200, [2.1] * 8 + [0.0, -5.0])
+    for challenger in (spiky, lucky):
+        scores = run([earlier, challenger])
+        assert scores.competitive == [0], challenger
+    wins, p, adjusted, mean = beats(spiky, earlier, 0.0019, 0.05)
+    assert not wins and p == pytest.approx(11 / 1024) and mean > adjusted
+    wins, p, adjusted, mean = beats(lucky, earlier, 0.0019, 0.05)
+    assert not wins and p > 0.05 and mean < adjusted
+
+
+def test_a_withheld_serving_share_goes_to_the_burn_uid() -> None:
+    # a lone liar (uid 5) holding all the EMA, serving share 0.1: 0.9 stays with it and 0.1 goes
+    # to the owner's uid 0; without a burn uid renormalisation would hand the liar all of it back
+    ema = {"tiny": {5: 0.8}}
+    burned = merge_competitions(ema, {"tiny": 1.0}, {"tiny": 0.1}, {"tiny": {5}}, burn_uid=0)
+    assert burned == pytest.approx({0: 0.1, 5: 0.9})
+    assert merge_competitions(ema, {"tiny": 1.0}, {"tiny": 0.1}, {"tiny": {5}}) == {5: 1.0}
+    # two uids, only uid 6 fails: 0.5·0.1 = 0.05 burned, uid 6 keeps 0.45, uid 7 keeps 0.5
+    two = merge_competitions(
+        {"tiny": {6: 0.4, 7: 0.4}}, {"tiny": 1.0}, {"tiny": 0.1}, {"tiny": {6}}, 0
+    )
+    assert two == pytest.approx({0: 0.05, 6: 0.45, 7: 0.5})
+
+
+def test_a_held_uid_keeps_its_ema_and_cannot_also_be_scored() -> None:
+    scores = run([Contender(1, 10, [1.0] * 4)], alpha=0.5, before={1: 0.2, 3: 0.4}, held=[3])
+    assert scores.ema_after[3] == 0.4 and scores.ema_after[1] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="a held uid cannot also be a contender"):
+        run([Contender(1, 10, [1.0] * 4)], held=[1])

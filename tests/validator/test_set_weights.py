@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from crucible.validator.loop import ValidatorConfig, ValidatorRuntime, _set_weights, try_reveal
+from crucible.validator.runtime import ValidatorConfig, ValidatorRuntime
+from crucible.validator.submit import submit_weights
+from crucible.validator.submit import try_reveal
 from crucible.validator.state import ValidatorState
 from tests.conftest import TEST_HYPERPARAMETERS
 
@@ -24,7 +26,7 @@ def test_commit_reveal_subnet_gets_a_commit_then_a_reveal_next_epoch(
     m = neuron_factory("crm", chain=node)
     node.step(10)
     rt, state = runtime(node, v.hotkey, tmp_path), ValidatorState()
-    assert _set_weights(rt, node.metagraph(1), {m.uid: 1.0}, state) == "committed"
+    assert submit_weights(rt, node.metagraph(1), {m.uid: 1.0}, state) == "committed"
     assert state.pending_reveal is not None and v.uid not in node.metagraph(1).weights
     assert try_reveal(rt, state) == "reveal_too_early" and state.pending_reveal is not None
     node.step(10)
@@ -39,9 +41,9 @@ def test_plain_subnet_sets_directly_and_never_sets_nothing(
     m = neuron_factory("plain-m")
     node.step(10)
     rt, state = runtime(node, v.hotkey, tmp_path), ValidatorState()
-    assert _set_weights(rt, node.metagraph(1), {}, state).startswith("skipped")
-    assert _set_weights(rt, node.metagraph(1), {m.uid: 0.6, v.uid: 0.4}, state) == "set"
+    assert submit_weights(rt, node.metagraph(1), {}, state).startswith("skipped")
+    assert submit_weights(rt, node.metagraph(1), {m.uid: 0.6, v.uid: 0.4}, state) == "set"
     assert node.metagraph(1).weights[v.uid] == {v.uid: 43690, m.uid: 65535}
-    assert _set_weights(rt, node.metagraph(1), {m.uid: 1.0}, state).startswith(
+    assert submit_weights(rt, node.metagraph(1), {m.uid: 1.0}, state).startswith(
         "refused: rate_limited"
     )

@@ -227,6 +227,9 @@ def test_uid_permutation_permutes_the_outputs(inp: EpochInput, rnd) -> None:
         validator_permit=[permit[inverse[k]] for k in range(n)],
         weights=move_rows(inp.weights),
         bonds=move_rows(inp.bonds),
+        commit_block=None
+        if inp.commit_block is None
+        else [inp.commit_block[inverse[k]] for k in range(n)],
     )
     a, b = run_epoch(inp), run_epoch(moved)
     for name in (
