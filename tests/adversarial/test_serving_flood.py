@@ -36,7 +36,7 @@ from crucible.protocol.messages import (
     SamplingParams,
 )
 from crucible.server import run_in_thread
-from crucible.validator.probe import probe_miners
+from crucible.validator.probe import ProbePlan, probe_miners
 from tests.conftest import TEST_HYPERPARAMETERS, keypair
 from tests.conftest import TestNeuron as Registered
 
@@ -124,10 +124,19 @@ def test_a_flood_of_fresh_hotkeys_cannot_starve_the_validator_probe_or_a_registe
         ).raise_for_failure()
         neurons = {n.uid: n for n in node.metagraph(node.netuid).neurons}
 
+        # one window under the validator's own hotkey (reserved capacity), one as a stranger
+        # (the public budget the flood spends: at worst inconclusive, never a failure)
+        plan = ProbePlan(0, ["a@0", "b@0"], windows, [False, True])
+
         def probe() -> dict[int, str]:
             return probe_miners(
-                validator.hotkey, neurons, {miner.uid: model}, windows, timeout_s=10.0
-            )
+                validator.hotkey,
+                neurons,
+                {miner.uid: model},
+                plan,
+                stranger=keypair("flood-probe"),
+                timeout_s=10.0,
+            ).failed
 
         target = Target(miner.hotkey.ss58_address, running.url, miner.uid)
         failures, answer, flood, sent = asyncio.run(_under_flood(target, probe, client.hotkey))
