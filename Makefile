@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format bench clean
+.PHONY: test demo lint format bench clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m crucible.neurons.demo
+
+# Mutation testing of the scoring core (slow: not part of `make test`); prints a table and a JSON line.
+mutate: $(STAMP)
+	$(PY) -m pip install -q mutmut==2.5.1
+	$(PY) tests/mutate.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -165,3 +165,88 @@ def test_a_held_uid_keeps_its_ema_and_cannot_also_be_scored() -> None:
     assert scores.ema_after[3] == 0.4 and scores.ema_after[1] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="a held uid cannot also be a contender"):
         run([Contender(1, 10, [1.0] * 4)], held=[1])
+
+
+def test_epsilon_decays_linearly_from_start_to_floor_and_stays_there() -> None:
+    eps = EpsilonSchedule(start=0.01, floor=0.002, decay_blocks=100)
+    assert eps.epsilon(-5) == eps.epsilon(0) == 0.01
+    assert eps.epsilon(1) == pytest.approx(0.01 - 0.008 / 100)
+    assert eps.epsilon(50) == pytest.approx(0.006)
+    assert eps.epsilon(100) == pytest.approx(0.002) and eps.epsilon(250) == pytest.approx(0.002)
+
+
+def test_sign_test_p_values_by_hand() -> None:
+    assert sign_test_p(0, 0) == 1.0  # no samples: no evidence
+    assert sign_test_p(1, 1) == 0.5 and sign_test_p(0, 1) == 1.0
+    assert sign_test_p(10, 10) == 1 / 1024 and sign_test_p(9, 10) == 11 / 1024
+    assert sign_test_p(8, 10) == 56 / 1024  # C(10,8)+C(10,9)+C(10,10) = 45+10+1
+
+
+def test_four_competitive_models_worked_by_hand() -> None:
+    # Each later model is 10 % better than the one before on every sample: every later one beats
+    # every earlier one (p = 1/1024 on 10 samples). Win counts 0, 1, 2, 3 over 3 opponents.
+    means = {0: 2.0, 1: 1.8, 2: 1.62, 3: 1.458}
+    models = [Contender(uid, 100 * (uid + 1), [m] * 10) for uid, m in means.items()]
+    scores = run(models, block=10_000, temperature=0.5, alpha=0.5, before={0: 0.4, 9: 0.2})
+    assert scores.competitive == [0, 1, 2, 3]
+    assert scores.win_rates == pytest.approx({0: 0.0, 1: 1 / 3, 2: 2 / 3, 3: 1.0})
+    # softmax of (0, 1/3, 2/3, 1) / 0.5 = e^(0, 2/3, 4/3, 2) / Σ; Σ = 1 + 1.9477 + 3.7937 + 7.3891
+    total = 1 + math.exp(2 / 3) + math.exp(4 / 3) + math.exp(2)
+    assert scores.softmax[3] == pytest.approx(math.exp(2) / total) and scores.softmax[
+        0
+    ] == pytest.approx(1 / total)
+    # EMA: α·softmax + (1 − α)·before; uid 9 (absent) decays from 0.2 to 0.1
+    assert scores.ema_after[0] == pytest.approx(0.5 / total + 0.2)
+    assert scores.ema_after[9] == pytest.approx(0.1) and scores.ema_before[9] == 0.2
+    assert scores.ema_before[3] == 0.0
+    pair = next(p for p in scores.pairs if (p.earlier, p.later) == (0, 1))
+    assert pair.later_mean == pytest.approx(1.8) and pair.earlier_adjusted_mean == pytest.approx(
+        2.0 * (1 - 0.001)
+    )
+
+
+def test_a_failed_evaluation_is_skipped_as_an_opponent_not_as_a_gate() -> None:
+    # uid 0 (earliest) failed to evaluate; uid 1 and uid 2 are compared with each other only
+    failed = Contender(0, 10, [math.inf] * 10)
+    a, b = Contender(1, 20, [2.0] * 10), Contender(2, 30, [1.5] * 10)
+    scores = run([failed, a, b])
+    assert scores.not_competitive[0] == "evaluation failed"
+    assert scores.competitive == [1, 2] and scores.win_rates == {1: 0.0, 2: 1.0}
+
+
+def test_one_earlier_model_it_cannot_beat_is_enough_to_exclude_it() -> None:
+    strong = Contender(0, 10, [1.0] * 10)
+    weak = Contender(1, 20, [3.0] * 10)
+    late = Contender(2, 30, [2.0] * 10)  # beats weak, not strong
+    scores = run([strong, weak, late])
+    assert 2 in scores.not_competitive and "does not beat uid 0" in scores.not_competitive[2]
+
+
+def test_ties_count_against_the_challenger_on_the_mean_and_the_sign_test() -> None:
+    earlier = Contender(0, 0, [2.0] * 10)
+    same = Contender(1, 10, [2.0] * 10)
+    wins, p, adjusted, mean = beats(same, earlier, 0.0, 0.05)
+    assert not wins and p == 1.0 and mean == adjusted  # no sample strictly better
+    # p exactly at the level is not significant: 1 win of 1 sample at α = 0.5
+    one = beats(Contender(1, 10, [1.0]), Contender(0, 0, [2.0]), 0.0, 0.5)
+    assert one[1] == 0.5 and not one[0]
+
+
+def test_merge_weighs_competitions_by_reward_share_and_skips_empty_ones() -> None:
+    emas = {"a": {1: 3.0, 2: 1.0}, "b": {3: 2.0}, "c": {4: 0.0}}
+    weights = merge_competitions(emas, {"a": 0.6, "b": 0.4, "c": 0.5}, {}, {})
+    # a: 0.6·(0.75, 0.25) = (0.45, 0.15); b: 0.4·1 = 0.4; c sums to 0 and is skipped; total 1
+    assert weights == pytest.approx({1: 0.45, 2: 0.15, 3: 0.4})
+    assert merge_competitions({"a": {1: 1.0}}, {}, {}, {}) == {}  # no reward share: nothing
+    assert merge_competitions({"a": {1: math.inf}}, {"a": 1.0}, {}, {}) == {}
+
+
+def test_scores_and_schedules_are_immutable() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EPS.start = 1.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Contender(1, 1, [1.0]).uid = 2  # type: ignore[misc]
+    alone = run([Contender(1, 1, [1.0])])
+    assert alone.extra == {} and alone.win_rates == {1: 1.0} and alone.softmax == {1: 1.0}
