@@ -17,6 +17,9 @@ the local chain:
   stake add|remove  stake on your hotkey (coldkey signs)
   hyperparameters   list the subnet's hyperparameters; --set NAME VALUE as the owner
 
+transparency (no wallet needed):
+  audit             check every validator's weights on chain against its published, signed bundle
+
 tools:
   yuma              one Yuma epoch: JSON on stdin, JSON on stdout
   data              fetch the corpus, retrain the tokenizer, list the documents
@@ -45,10 +48,17 @@ def _data(rest: list[str]) -> int:
     return main(rest)
 
 
+def _audit(rest: list[str]) -> int:
+    from crucible.neurons.audit import main
+
+    return main(rest)
+
+
 TOOLS: dict[str, Callable[[list[str]], int]] = {
     "localnet": _localnet,
     "yuma": _yuma,
     "data": _data,
+    "audit": _audit,
 }
 
 

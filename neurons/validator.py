@@ -24,6 +24,7 @@ from crucible.neurons.options import add_common_options, load_keys
 from crucible.neurons.registration import register_hotkey
 
 DEFAULT_GATEWAY_PORT = 8000
+DEFAULT_VALIDATOR_PORT = 8092
 
 
 def build_runtime(args: argparse.Namespace):
@@ -43,9 +44,12 @@ def build_runtime(args: argparse.Namespace):
         set_weights=not args.no_set_weights,
         progress=not args.quiet,
     )
+    from crucible.store.documents import DocumentStore
+
     return ValidatorRuntime(
-        chain_from(args), keys.hotkey, config, specs, tokenizers, pools, store_resolver(args)
-    )
+        chain_from(args), keys.hotkey, config, specs, tokenizers, pools, store_resolver(args),
+        documents=DocumentStore(args.store_dir),
+    )  # fmt: skip
 
 
 @exits_cleanly
@@ -57,12 +61,15 @@ def _print_outcome(outcome) -> None:
     shown = ", ".join(
         f"uid {u}: {w:.3f}" for u, w in sorted(outcome.weights.items(), key=lambda kv: -kv[1])[:8]
     )
-    print(
-        f"block {outcome.block}: weights [{shown}] → {outcome.set_weights}; bundle {outcome.bundle_path}",
-        flush=True,
-    )
+    print(f"block {outcome.block}: weights [{shown}] → {outcome.set_weights}", flush=True)
+    if outcome.bundle_path is not None:
+        print(f"  bundle {outcome.bundle_path.name}: {outcome.published}", flush=True)
     for uid, why in sorted(outcome.rejections.items()):
-        print(f"  uid {uid} rejected: {why}")
+        print(f"  uid {uid} rejected: {why}", flush=True)
+
+
+def _note(text: str) -> None:
+    print(f"  {text}", flush=True)
 
 
 @exits_cleanly
@@ -74,21 +81,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_loop(args: argparse.Namespace) -> int:
-    from crucible.validator.loop import run_round
+    from crucible.validator.service import ServiceConfig, run_service, serve_bundles
     from crucible.validator.state import load_state
 
     rt = build_runtime(args)
     state = load_state(rt.config.state_path)
-    done = 0
+    server = (
+        None
+        if args.no_serve
+        else serve_bundles(rt, state, args.host, args.port, args.external_ip or args.host)
+    )
+    where = "" if server is None else f"; bundles on {server.url}/v1/bundles"
     idle = threading.Event()  # never set: its wait is an interruptible sleep
     with stops_on_signals("crucible-validator run", f"state in {rt.config.state_path}"):
-        announce_ready(f"validator {rt.keypair.ss58_address} on netuid {args.netuid}")
-        while True:
-            _print_outcome(run_round(rt, state))
-            done += 1
-            if args.rounds and done >= args.rounds:
-                return 0
-            idle.wait(args.interval)
+        try:
+            announce_ready(f"validator {rt.keypair.ss58_address} on netuid {args.netuid}{where}")
+            config = ServiceConfig(interval_s=args.interval, rounds=args.rounds)
+            run_service(rt, state, config, on_round=_print_outcome, on_note=_note, sleep=idle.wait)
+        finally:
+            if server is not None:
+                server.stop()
+    return 0
+
+
+@exits_cleanly
+def cmd_status(args: argparse.Namespace) -> int:
+    from crucible.validator.state import load_state
+    from crucible.validator.status import describe_status
+
+    state = load_state(args.work_dir / "state.json")
+    print(
+        describe_status(state, chain_from(args), args.netuid, load_keys(args).hotkey.ss58_address)
+    )
     return 0
 
 
@@ -123,7 +147,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     differences = recompute(bundle).differences
     if args.reevaluate:
         models = args.work_dir / "models"
-        differences += reevaluate(bundle, load_specs(args), args.specs, args.data_dir, models)
+        differences += reevaluate(
+            bundle, load_specs(args), args.specs, args.data_dir, models, store_resolver(args)
+        )
     print(
         "identical: the weights recompute bit for bit"
         if not differences
@@ -143,35 +169,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 @exits_cleanly
 def cmd_explain(args: argparse.Namespace) -> int:
+    from crucible.protocol.errors import ChainError
     from crucible.validator.bundle import load_bundle
     from crucible.validator.explain import explain
     from crucible.validator.state import load_state
 
     state = load_state(args.work_dir / "state.json")
     bundle = load_bundle(_last_bundle_path(args))
-    result = explain(args.uid, bundle, state)
+    try:
+        mg = chain_from(args).metagraph(args.netuid)
+    except ChainError:
+        mg = None  # explain works from the bundle alone; the chain only adds what it paid
+    result = explain(args.uid, bundle, state, mg)
     print(json.dumps(result.to_json(), indent=1) if args.json else result.to_text())
     return 0
 
 
 @exits_cleanly
 def cmd_consensus(args: argparse.Namespace) -> int:
-    from crucible.validator.bundle import load_bundle
-    from crucible.validator.explain import consensus_distance
+    """The vtrust the exact Yuma epoch predicts for this validator's last bundle, against the
+    other permit holders' published bundles (or, without one, their weights on chain)."""
+    from crucible.store.documents import DocumentStore
+    from crucible.validator.audit import predicted_vtrust
+    from crucible.validator.bundle import TamperedBundle, load_bundle, parse_bundle
+    from crucible.validator.bundle_fetch import first_of, http_source, store_source
 
-    bundle = load_bundle(_last_bundle_path(args))
+    mine = load_bundle(_last_bundle_path(args))
     mg = chain_from(args).metagraph(args.netuid)
-    keys = load_keys(args)
-    others = {
-        uid: {j: v / 65535 for j, v in row.items()}
-        for uid, row in mg.weights.items()
-        if mg.neurons[uid].hotkey != keys.hotkey.ss58_address
-    }
-    stakes = {n.uid: float(n.stake_rao) for n in mg.neurons if n.validator_permit}
-    trust = consensus_distance(bundle.weights, others, stakes)
-    print(
-        f"expected validator trust of the last bundle's weights against {len(others)} other validators: {trust:.4f}"
-    )
+    source = first_of(http_source(), store_source(DocumentStore(args.store_dir)))
+    rows: dict[int, dict[int, int]] = {}
+    origin: dict[int, str] = {}
+    for n in (n for n in mg.neurons if n.validator_permit):
+        if n.hotkey == mine.validator_hotkey:
+            rows[n.uid], origin[n.uid] = dict(mine.weights_u16), "this validator's last bundle"
+            continue
+        raw = source(n, "latest")
+        try:
+            bundle = parse_bundle(raw) if raw is not None else None
+        except TamperedBundle:
+            bundle = None
+        if bundle is not None and bundle.validator_hotkey == n.hotkey:
+            rows[n.uid], origin[n.uid] = dict(bundle.weights_u16), "its published bundle"
+        elif mg.weights.get(n.uid):
+            rows[n.uid], origin[n.uid] = dict(mg.weights[n.uid]), "its weights on chain"
+    trust = predicted_vtrust(rows, mg)
+    print("predicted vtrust (exact Yuma over current stake), validators with a permit:")
+    for uid, value in sorted(trust.items()):
+        print(f"  uid {uid}: {value:.4f}  ({origin[uid]})")
     return 0
 
 
@@ -227,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--interval", type=float, default=60.0, help="seconds between rounds")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     r.add_argument("--no-set-weights", action="store_true", help="evaluate only (a dry run)")
+    r.add_argument("--host", default="127.0.0.1", help="bind address of the bundle endpoint")
+    r.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CRUCIBLE_VALIDATOR_PORT", DEFAULT_VALIDATOR_PORT)),
+        help="port of the public bundle endpoint (env CRUCIBLE_VALIDATOR_PORT; 0: any free port)",
+    )
+    r.add_argument("--external-ip", help="the IP to advertise on chain (default: --host)")
+    r.add_argument("--no-serve", action="store_true", help="do not serve the bundles over HTTP")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(long_running=True)
     v = _command(
@@ -245,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("uid", type=int, help="the uid to explain")
     e.add_argument("--bundle", type=Path, help="a bundle file (default: the last one)")
     e.add_argument("--json", action="store_true", help="machine-readable output")
+    _command(
+        add,
+        "status",
+        cmd_status,
+        "what the last round did, what landed on chain, pending reveals and anchors",
+    )
     _command(
         add,
         "consensus",

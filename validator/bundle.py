@@ -32,6 +32,7 @@ __all__ = [
     "BUNDLE_SCHEMA",
     "Bundle",
     "CarriedCompetition",
+    "bundle_bytes",
     "CompetitionRound",
     "RecomputeReport",
     "TamperedBundle",
@@ -159,11 +160,17 @@ class TamperedBundle(CrucibleError, ValueError):
     code = "tampered_bundle"
 
 
-def write_bundle(bundle: Bundle, directory: Path) -> Path:
+def bundle_bytes(bundle: Bundle) -> bytes:
+    """The signed bundle as canonical JSON (what is stored, served and fetched)."""
     if not bundle.signature:
-        raise TamperedBundle("refusing to write an unsigned bundle", code="unsigned_bundle")
-    body = json.dumps(bundle.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return write_atomic(Path(directory) / f"{bundle.bundle_id}.json", body.encode())
+        raise TamperedBundle("refusing to publish an unsigned bundle", code="unsigned_bundle")
+    return json.dumps(
+        bundle.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def write_bundle(bundle: Bundle, directory: Path) -> Path:
+    return write_atomic(Path(directory) / f"{bundle.bundle_id}.json", bundle_bytes(bundle))
 
 
 def parse_bundle(raw: bytes, name: str | None = None) -> Bundle:

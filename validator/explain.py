@@ -1,14 +1,25 @@
-"""Why a uid has its weight: eligibility, losses, ε applied, pairwise results, smoothing."""
+"""Why a uid has its weight, step by step, with the numbers each step turned into the next.
+
+Eligibility and the model; per competition the mean loss, every pair the uid took part in (the
+ε the earlier model was given, both adjusted means, the sign test's p), the win rate, the
+softmax, the EMA (α·softmax + (1 − α)·before = after), the uid's share of the competition's EMA,
+what the serving probe took, the reward share, the normalisation over every uid into the final
+weight and its u16 — and, given the metagraph, what the chain then paid. All from the bundle
+(and the chain), so the numbers add up for anyone who reruns them.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 
-from crucible.validator.bundle import Bundle
+from crucible.chain.interface import Metagraph
+from crucible.validator.bundle import Bundle, CompetitionRound
 from crucible.validator.state import ValidatorState
 
-__all__ = ["Explanation", "consensus_distance", "explain"]
+__all__ = ["Explanation", "explain"]
+
+RAO_PER_TAO = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,103 @@ class Explanation:
         return asdict(self)
 
 
-def explain(uid: int, bundle: Bundle, state: ValidatorState | None = None) -> Explanation:
+def _pairs(uid: int, r: CompetitionRound) -> list[str]:
+    out = []
+    for p in r.pairs:
+        if uid not in (p["earlier"], p["later"]):
+            continue
+        earlier = p["earlier"] == uid
+        other = p["later"] if earlier else p["earlier"]
+        won = p["later_wins"] != earlier
+        mine, theirs = (
+            (p["earlier_adjusted_mean"], p["later_mean"])
+            if earlier
+            else (p["later_mean"], p["earlier_adjusted_mean"])
+        )
+        role = (
+            f"earlier: your loss counted ×(1 − ε), ε = {p['epsilon']:.4%}"
+            if earlier
+            else f"later: uid {other}'s loss counted ×(1 − ε), ε = {p['epsilon']:.4%}"
+        )
+        out.append(
+            f"vs uid {other}: {'won' if won else 'lost'} ({role}); mean {mine:.4f} vs {theirs:.4f}, "
+            f"sign test p = {p['p_value']:.3g} (needs < {r.significance_level:g} and a lower mean to take it)"
+        )
+    return out
+
+
+def _merge_line(uid: int, r: CompetitionRound, burn_uid: int | None) -> tuple[str, float]:
+    total = math.fsum(r.ema_after.values())
+    share = r.ema_after.get(uid, 0.0) / total if total > 0 else 0.0
+    line = f"share of the competition's EMA: {r.ema_after.get(uid, 0.0):.4f} / Σ {total:.4f} = {share:.4f}"
+    if uid in r.serving_failed:
+        kept = share * (1 - r.serving_share)
+        to = f"uid {burn_uid} (the owner: burned)" if burn_uid is not None else "the other uids"
+        line += f"; serving probe FAILED ({r.serving_failed[uid]}): keeps (1 − {r.serving_share:.0%}) → {kept:.4f}, the rest goes to {to}"
+        share = kept
+    elif uid in r.serving_inconclusive:
+        line += f"; serving probe inconclusive ({r.serving_inconclusive[uid]}): no penalty"
+    elif uid in r.losses:
+        line += "; serving probe passed"
+    return (
+        line + f"; × reward share {r.reward_share:g} = {share * r.reward_share:.4f}",
+        share * r.reward_share,
+    )
+
+
+def _round_lines(
+    uid: int, r: CompetitionRound, burn_uid: int | None
+) -> tuple[list[str], float, dict]:
+    name = r.competition
+    if uid in r.held:
+        return (
+            [
+                f"{name}: held this round (not the miner's fault: {r.held[uid]}); EMA kept at {r.ema_after.get(uid, 0.0):.4f}"
+            ],
+            0.0,
+            {},
+        )
+    if uid in r.eval_errors:
+        return (
+            [f"{name}: evaluation failed: {r.eval_errors[uid]} (worst score this round)"],
+            0.0,
+            {},
+        )
+    if uid not in r.losses:
+        return (
+            [
+                f"{name}: not evaluated in round {r.round_block} (no eligible model: none, or committed after the round block minus the eval delay)"
+            ],
+            0.0,
+            {},
+        )
+    mean = math.fsum(r.losses[uid]) / len(r.losses[uid])
+    lines = [
+        f"{name}: mean loss {mean:.4f} nats on {len(r.losses[uid])} samples (round block {r.round_block}, seed {r.seed})"
+    ]
+    if uid in r.not_competitive:
+        lines.append(f"{name}: not competitive — {r.not_competitive[uid]}")
+    lines += [f"{name}: {line}" for line in _pairs(uid, r)]
+    if r.competitive == [uid]:
+        lines.append(f"{name}: the only competitive model this round")
+    if uid in r.win_rates:
+        before, after, soft = r.ema_before.get(uid, 0.0), r.ema_after.get(uid, 0.0), r.softmax[uid]
+        lines.append(
+            f"{name}: win rate {r.win_rates[uid]:.3f} → softmax at T = {r.softmax_temperature:g}: {soft:.4f} → "
+            f"EMA {r.ema_alpha:g}·{soft:.4f} + {1 - r.ema_alpha:g}·{before:.4f} = {after:.4f}"
+        )
+    merge, contribution = _merge_line(uid, r, burn_uid)
+    lines.append(f"{name}: {merge}")
+    return (
+        lines,
+        contribution,
+        {"losses_mean": mean, "win_rate": r.win_rates.get(uid), "ema_after": r.ema_after.get(uid)},
+    )
+
+
+def explain(
+    uid: int, bundle: Bundle, state: ValidatorState | None = None, mg: Metagraph | None = None
+) -> Explanation:
     lines: list[str] = []
     details: dict = {}
     entry = state.models.get(uid) if state else None
@@ -35,73 +142,26 @@ def explain(uid: int, bundle: Bundle, state: ValidatorState | None = None) -> Ex
         lines.append(f"model rejected: {bundle.rejections[uid]}")
     elif entry is not None:
         lines.append(f"commitment {entry.commitment} at block {entry.commit_block}")
+    contribution = 0.0
     for r in bundle.rounds:
-        if uid not in r.losses and uid not in r.eval_errors:
-            lines.append(
-                f"{r.competition}: not evaluated in round {r.round_block} (no eligible model: committed too late or none)"
-            )
-            continue
-        if uid in r.eval_errors:
-            lines.append(f"{r.competition}: evaluation failed: {r.eval_errors[uid]}")
-            continue
-        mean = math.fsum(r.losses[uid]) / len(r.losses[uid])
+        round_lines, part, info = _round_lines(uid, r, bundle.burn_uid)
+        lines += round_lines
+        contribution += part
+        if info:
+            details[r.competition] = info
+    weight = bundle.weights.get(uid, 0.0)
+    if uid == bundle.burn_uid and weight > 0:
         lines.append(
-            f"{r.competition}: mean loss {mean:.4f} nats on {len(r.losses[uid])} samples (round {r.round_block}, seed {r.seed})"
+            f"the subnet owner's uid: receives the serving shares withheld from uids that failed their probe (burned): weight {weight:.4f}"
         )
-        if uid in r.not_competitive:
-            lines.append(f"{r.competition}: not competitive — {r.not_competitive[uid]}")
-        for pair in r.pairs:
-            if uid in (pair["earlier"], pair["later"]):
-                other = pair["later"] if pair["earlier"] == uid else pair["earlier"]
-                won = (pair["later"] == uid) == pair["later_wins"]
-                role = "earlier (gets ε)" if pair["earlier"] == uid else "later"
-                lines.append(
-                    f"{r.competition}: vs uid {other}: {'won' if won else 'lost'} as the {role}, ε = {pair['epsilon']:.4%}, sign test p = {pair['p_value']:.3g}"
-                )
-        if r.competitive == [uid]:
-            lines.append(f"{r.competition}: the only competitive model this round")
-        if uid in r.win_rates:
-            lines.append(
-                f"{r.competition}: win rate {r.win_rates[uid]:.3f} → softmax {r.softmax[uid]:.4f} → EMA {r.ema_before.get(uid, 0):.4f} → {r.ema_after.get(uid, 0):.4f}"
-            )
-        if uid in r.serving_failed:
-            lines.append(
-                f"{r.competition}: serving probe failed ({r.serving_failed[uid]}): loses the {r.serving_share:.0%} serving share"
-            )
-        details[r.competition] = {
-            "losses_mean": mean,
-            "win_rate": r.win_rates.get(uid),
-            "ema_after": r.ema_after.get(uid),
-        }
-    return Explanation(uid, bundle.weights.get(uid, 0.0), lines, details)
-
-
-def consensus_distance(
-    mine: dict[int, float],
-    others: dict[int, dict[int, float]],
-    stakes: dict[int, float],
-    kappa: float = 0.5,
-) -> float:
-    """The validator trust these weights would get: Σ_j min(mine_j, C_j), with C_j the
-    stake-weighted κ-quantile (the largest level at least κ of the others' stake supports)."""
-    total = math.fsum(stakes.get(v, 0.0) for v in others)
-    if total <= 0:
-        return 1.0
-    norm = math.fsum(mine.values()) or 1.0
-    trust = 0.0
-    for uid in mine:
-        levels = sorted(
-            (
-                (row.get(uid, 0.0) / (math.fsum(row.values()) or 1.0), stakes.get(v, 0.0) / total)
-                for v, row in others.items()
-            ),
-            reverse=True,
+    if contribution > 0:
+        lines.append(
+            f"merged: {contribution:.4f}, normalised over every uid's merged weight (÷ {contribution / weight if weight else math.inf:.4f}) "
+            f"= weight {weight:.4f} (u16 {bundle.weights_u16.get(uid, 0)}, max-upscaled by the chain)"
         )
-        supported, consensus = 0.0, 0.0
-        for level, stake in levels:
-            supported += stake
-            if supported >= kappa:
-                consensus = level
-                break
-        trust += min(mine[uid] / norm, consensus)
-    return trust
+    if mg is not None and uid < mg.n:
+        n = mg.neurons[uid]
+        lines.append(
+            f"the chain now (block {mg.block}): incentive {n.incentive:.4f}, emission {n.emission_rao / RAO_PER_TAO:.4f} TAO per epoch"
+        )
+    return Explanation(uid, weight, lines, details)

@@ -28,8 +28,9 @@ from crucible.scoring.sampling import round_block
 from crucible.validator.bundle import Bundle, CarriedCompetition, CompetitionRound, write_bundle
 from crucible.validator.bundle import merged_weights as merge_bundle
 from crucible.validator.evaluation import score_competition
+from crucible.validator.publish import anchor_pending, publish_bundle
 from crucible.validator.runtime import ValidatorConfig, ValidatorRuntime
-from crucible.validator.state import ValidatorState, save_state
+from crucible.validator.state import RoundReport, ValidatorState, save_state
 from crucible.validator.submit import submit_weights, try_reveal
 from crucible.validator.sync import sync_models
 
@@ -45,6 +46,7 @@ class RoundOutcome:
     weights: dict[int, float]
     set_weights: str  # "set", "committed", "revealed", "skipped: …", "refused: …"
     rejections: dict[int, str]
+    published: str = ""  # the bundle: stored, anchored on chain (or why not yet)
 
 
 def _active(rt: ValidatorRuntime) -> list[CompetitionSpec]:
@@ -99,13 +101,17 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
         uid: f"{e.status}: {e.reason}" for uid, e in state.models.items() if e.status != "ok"
     }
     if not rounds:
+        anchored = anchor_pending(rt, state)
+        if reveal is not None:
+            state.last_report = RoundReport(block=mg.block, set_weights=reveal, published=anchored)
         save_state(state, cfg.state_path)
         why = (
             "no competition has a new round block since the last round"
             if carried
             else "no round block available"
         )
-        return RoundOutcome(mg.block, None, {}, f"skipped: {why}", rejections)
+        skipped = f"skipped: {why}" if reveal is None else f"{reveal}; round skipped: {why}"
+        return RoundOutcome(mg.block, None, {}, skipped, rejections, anchored)
     state.ema_hotkeys = {n.uid: n.hotkey for n in mg.neurons}
     bundle = Bundle(
         code_version=CODE_VERSION, validator_hotkey=rt.keypair.ss58_address, netuid=cfg.netuid, block=mg.block,
@@ -113,11 +119,13 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
     )  # fmt: skip
     weights = {u: w for u, w in merge_bundle(bundle).items() if math.isfinite(w)}
     outcome = submit_weights(rt, mg, weights, state)
-    if reveal == "revealed":
-        outcome = f"revealed previous; {outcome}"
+    if reveal is not None:
+        outcome = f"{reveal}; then {outcome}"
     u16 = dict(zip(*weights_to_u16(weights), strict=True)) if weights else {}
-    bundle = bundle.model_copy(update={"weights": weights, "weights_u16": u16})
-    bundle_path = write_bundle(bundle.signed(rt.keypair), cfg.bundles_dir)
+    signed = bundle.model_copy(update={"weights": weights, "weights_u16": u16}).signed(rt.keypair)
+    bundle_path = write_bundle(signed, cfg.bundles_dir)
     state.last_bundle = bundle_path.name
+    published = publish_bundle(rt, signed, state)
+    state.last_report = RoundReport(block=mg.block, set_weights=outcome, published=published)
     save_state(state, cfg.state_path)
-    return RoundOutcome(mg.block, bundle_path, weights, outcome, rejections)
+    return RoundOutcome(mg.block, bundle_path, weights, outcome, rejections, published)

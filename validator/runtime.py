@@ -14,6 +14,7 @@ from crucible.models.fetch import FetchedModel
 from crucible.protocol.competition import CompetitionSpec
 from crucible.scoring.sampling import EvalPool
 from crucible.store.base import ModelStore
+from crucible.store.documents import DocumentStore
 
 __all__ = ["ValidatorConfig", "ValidatorRuntime"]
 
@@ -53,4 +54,5 @@ class ValidatorRuntime:
     tokenizers: dict[str, PreTrainedTokenizerBase]
     pools: dict[str, EvalPool]
     resolve_store: Callable[[str], ModelStore]
+    documents: DocumentStore | None = None  # where signed bundles are published
     loaded: dict[str, FetchedModel] = field(default_factory=dict)  # by content hash

@@ -19,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ModelEntry",
     "PendingReveal",
+    "RoundReport",
     "ValidatorState",
     "load_state",
     "save_state",
@@ -47,6 +48,15 @@ class PendingReveal(_Model):
     salt: list[int]
     version_key: int
     commit_block: int
+    reveal_epoch: int | None = None  # the epoch the chain will accept the reveal in
+
+
+class RoundReport(_Model):
+    """What the last round did, for ``crucible-validator status``."""
+
+    block: int
+    set_weights: str
+    published: str
 
 
 class ValidatorState(_Model):
@@ -59,6 +69,9 @@ class ValidatorState(_Model):
     serving_failed: dict[str, dict[int, str]] = Field(default_factory=dict)  # at that round
     last_weights_block: int = 0
     pending_reveal: PendingReveal | None = None
+    pending_anchor: str | None = None  # newest published bundle not yet anchored on chain
+    anchored_bundle: str | None = None  # the bundle id the chain's commitment names
+    last_report: RoundReport | None = None
 
 
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:

@@ -18,12 +18,14 @@ from pathlib import Path
 from crucible.chain.interface import Chain, Metagraph
 from crucible.chain.weights import max_upscale_u16
 from crucible.corpus.tokenizer import load_tokenizer
+from crucible.models.fetch import fetch_and_verify
 from crucible.models.io import load_model_dir
 from crucible.protocol.commitment import ModelCommitment
 from crucible.protocol.competition import CompetitionSpec
-from crucible.protocol.errors import ChainError, CommitmentError
+from crucible.protocol.errors import ChainError, CommitmentError, CrucibleError
 from crucible.scoring.losses import per_sample_losses
 from crucible.scoring.windows import load_eval_pool, round_windows
+from crucible.store.resolve import StoreResolver
 from crucible.validator.bundle import Bundle, CompetitionRound
 
 __all__ = ["ChainCheck", "check_against_chain", "check_round_inputs", "check_weights", "reevaluate"]
@@ -125,14 +127,32 @@ def check_against_chain(bundle: Bundle, chain: Chain) -> ChainCheck:
     return found
 
 
+def _model_for(
+    r: CompetitionRound, uid: int, digest: str, spec: CompetitionSpec, models_dir: Path,
+    resolve_store: StoreResolver | None,
+):  # fmt: skip
+    """The model a bundle evaluated: from the cache, else fetched and verified by its commitment."""
+    path = Path(models_dir) / digest
+    if path.is_dir():
+        return load_model_dir(path, spec.model).model
+    if resolve_store is None or uid not in r.commitments:
+        return None
+    fetched = fetch_and_verify(
+        r.commitments[uid], r.hotkeys[uid], {spec.id: spec}, resolve_store, models_dir
+    )
+    return fetched.loaded.model if fetched.content_hash == digest else None
+
+
 def reevaluate(
     bundle: Bundle,
     competitions: Mapping[str, CompetitionSpec],
     specs_dir: Path,
     data_dir: Path,
     models_dir: Path,
+    resolve_store: StoreResolver | None = None,
 ) -> list[str]:
-    """Differences between the bundle's losses and the ones recomputed here (empty = none)."""
+    """Differences between the bundle's losses and the ones recomputed here (empty = none), on
+    the bundle's own batch size and precision (fp32)."""
     differences = []
     specs = {s.key: s for s in competitions.values()}
     for r in bundle.rounds:
@@ -146,18 +166,22 @@ def reevaluate(
             differences.append(f"{r.competition}: samples differ from the bundle's")
             continue
         for uid, digest in sorted(r.model_hashes.items()):
-            path = Path(models_dir) / digest
-            if not path.is_dir():
+            if uid not in r.losses:
+                continue
+            try:
+                model = _model_for(r, uid, digest, spec, models_dir, resolve_store)
+            except CrucibleError as exc:
                 differences.append(
-                    f"{r.competition}: model of uid {uid} ({digest[:12]}) is not in the cache"
+                    f"{r.competition}: model of uid {uid} unavailable: {exc.message}"
                 )
                 continue
-            losses = per_sample_losses(
-                load_model_dir(path, spec.model).model,
-                windows,
-                batch_size=spec.evaluation.batch_size,
-            ).losses
-            if uid in r.losses and losses != r.losses[uid]:
+            if model is None:
+                differences.append(
+                    f"{r.competition}: model of uid {uid} ({digest[:12]}) is not at hand"
+                )
+                continue
+            losses = per_sample_losses(model, windows, batch_size=r.batch_size).losses
+            if losses != r.losses[uid]:
                 worst = max(abs(a - b) for a, b in zip(losses, r.losses[uid], strict=True))
                 differences.append(
                     f"{r.competition}: uid {uid} losses differ (max |Δ| = {worst:.3g})"

@@ -92,7 +92,7 @@ def signed_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Round]:
         {"tiny": load_eval_pool(FIXTURE, tok)}, model_store_resolver(store),
     )  # fmt: skip
     outcome = run_round(runtime, ValidatorState())
-    assert outcome.set_weights == "set", outcome.set_weights
+    assert outcome.set_weights.startswith("set; landed at block"), outcome.set_weights
     node.step(1)
     yield Round(node, validator, uids, load_bundle(outcome.bundle_path), outcome.bundle_path)
     node.close()

@@ -25,8 +25,8 @@ from crucible.store.hf import HuggingFaceStore
 from crucible.store.local import LocalStore
 from crucible.store.resolve import model_store_resolver
 from crucible.validator.runtime import ValidatorConfig, ValidatorRuntime
-from crucible.validator.sync import sync_models
 from crucible.validator.state import ValidatorState
+from crucible.validator.sync import sync_models
 from tests.store.fakehub import SHA, FakeHub
 
 SPEC = load_competitions(specs_dir())["tiny"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from crucible.competitions import specs_dir
-from crucible.neurons.data import main as data_cli
 from crucible.corpus.dataset import load_documents, token_stream, tokenized_documents
 from crucible.corpus.fetch import CorpusPaths, _download, write_corpus
 from crucible.corpus.sources import Document, Source
@@ -20,6 +19,7 @@ from crucible.corpus.tokenizer import (
     load_tokenizer,
     train_tokenizer,
 )
+from crucible.neurons.data import main as data_cli
 from crucible.protocol.competition import load_competitions
 from crucible.protocol.errors import DataError
 

@@ -25,7 +25,7 @@ PLACEHOLDERS = {"<NETUID>": "1", "<PUBLIC IP>": "203.0.113.7"}
 
 def _parsers():
     from crucible.chain.yuma import __main__ as yuma
-    from crucible.neurons import chain_commands, client, data, localnet, miner, validator
+    from crucible.neurons import audit, chain_commands, client, data, localnet, miner, validator
 
     return {
         "crucible-miner": miner.build_parser,
@@ -34,6 +34,7 @@ def _parsers():
         "crucible localnet": localnet.build_parser,
         "crucible data": data.build_parser,
         "crucible yuma": yuma.build_parser,
+        "crucible audit": audit.build_parser,
         "crucible": chain_commands.build_parser,
     }
 
@@ -80,7 +81,7 @@ def check_command(line: str) -> str | None:
         return None
     if words[0] == "btcli":
         return _btcli(words[1:])
-    if words[0] == "crucible" and words[1:2] in (["localnet"], ["data"], ["yuma"]):
+    if words[0] == "crucible" and words[1:2] in (["localnet"], ["data"], ["yuma"], ["audit"]):
         return _our_parse(f"crucible {words[1]}", words[2:])
     if words[0] in ("crucible", "crucible-miner", "crucible-validator", "crucible-client"):
         return _our_parse(words[0], words[1:])

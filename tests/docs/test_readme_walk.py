@@ -39,6 +39,7 @@ def _walk_env(home: Path) -> dict[str, str]:
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "CRUCIBLE_LOCALNET_URL": f"http://127.0.0.1:{free_port()}",
         "CRUCIBLE_MINER_PORT": str(free_port()),
+        "CRUCIBLE_VALIDATOR_PORT": str(free_port()),
         "CRUCIBLE_GATEWAY_PORT": str(gateway),
         "CRUCIBLE_GATEWAY_URL": f"http://127.0.0.1:{gateway}/v1",
     }
@@ -94,7 +95,7 @@ def _check_what_the_users_saw(outputs: dict[str, list[str]]) -> None:
     assert "→" in _one(outputs, "crucible-validator run --rounds 1")
     assert "uid 0" in _one(outputs, "crucible-validator explain 0")
     assert "identical" in _one(outputs, "crucible-validator verify")
-    assert "expected validator trust" in _one(outputs, "crucible-validator consensus")
+    assert "predicted vtrust" in _one(outputs, "crucible-validator consensus")
     assert "uid 0" in _one(outputs, "crucible-client ask")
     assert "matches chain" in _one(outputs, "crucible-client miners")
     assert "tiny@1:local:" in "\n".join(outputs["python 4"])

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from crucible.chain.yuma import __main__ as yuma
-from crucible.neurons import chain_commands, client, data, localnet, miner, validator
+from crucible.neurons import audit, chain_commands, client, data, localnet, miner, validator
 from crucible.protocol.errors import ConfigError
 
 PARSERS = {
@@ -19,6 +19,7 @@ PARSERS = {
     "crucible localnet": localnet.build_parser,
     "crucible data": data.build_parser,
     "crucible yuma": yuma.build_parser,
+    "crucible audit": audit.build_parser,
     "crucible": chain_commands.build_parser,
 }
 

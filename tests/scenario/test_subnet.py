@@ -37,7 +37,7 @@ def first_round(world: World):
 def test_the_best_original_model_takes_the_weight(world: World, first_round) -> None:
     outcome, _ = first_round
     u = world.uids
-    assert outcome.set_weights == "set"
+    assert outcome.set_weights.startswith("set; landed at block"), outcome.set_weights
     assert max(outcome.weights, key=outcome.weights.get) == u["good"]
     assert outcome.weights.get(u["copy"], 0) == 0  # a later exact copy never wins
     mg = world.node.metagraph(1)
