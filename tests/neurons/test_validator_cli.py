@@ -84,7 +84,10 @@ def test_a_round_sets_weights_and_writes_a_bundle(setup) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "bit for bit" in verify.stdout and "the inputs and the weights are the chain's" in verify.stdout
+    assert (
+        "bit for bit" in verify.stdout
+        and "the inputs and the weights are the chain's" in verify.stdout
+    )
     weights = LocalChain(node.url).metagraph(1).weights
     assert weights and all(sum(row.values()) > 0 for row in weights.values())
 
