@@ -96,7 +96,7 @@ def _run_loop(args: argparse.Namespace) -> int:
     with stops_on_signals("crucible-validator run", f"state in {rt.config.state_path}"):
         try:
             announce_ready(f"validator {rt.keypair.ss58_address} on netuid {args.netuid}{where}")
-            config = ServiceConfig(interval_s=args.interval, rounds=args.rounds)
+            config = ServiceConfig(interval_s=args.interval, tick_s=args.tick, rounds=args.rounds)
             run_service(rt, state, config, on_round=_print_outcome, on_note=_note, sleep=idle.wait)
         finally:
             if server is not None:
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--rounds", type=int, default=0, help="stop after N rounds (0 = forever)")
     r.add_argument("--interval", type=float, default=60.0, help="seconds between rounds")
+    r.add_argument(
+        "--tick", type=float, default=6.0, help="seconds between reveal attempts (a block is 12 s)"
+    )
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     r.add_argument("--no-set-weights", action="store_true", help="evaluate only (a dry run)")
     r.add_argument("--host", default="127.0.0.1", help="bind address of the bundle endpoint")

@@ -96,11 +96,16 @@ def _load(
         )
         return None
     try:
-        bundle = parse_bundle(raw, anchor)
+        bundle = parse_bundle(raw)
     except TamperedBundle as exc:
         result.signature_ok, result.verdict = False, f"TAMPERED: {exc.message}"
         return None
     result.signature_ok = True
+    if anchor is not None and bundle.bundle_id != anchor:
+        result.verdict = (
+            f"TAMPERED: asked for the anchored bundle {anchor[:16]}…, got {bundle.bundle_id[:16]}…"
+        )
+        return None
     if bundle.validator_hotkey != neuron.hotkey:
         result.verdict = f"TAMPERED: signed by {bundle.validator_hotkey[:12]}…, not this validator"
         return None

@@ -48,10 +48,10 @@ class DocumentStore:
         except FileNotFoundError:
             raise StoreError(f"no {kind} {digest[:16]}… in {self.root}", code="not_found") from None
 
-    def latest(self, kind: str) -> str | None:
-        """The most recently written document of ``kind`` (its digest), if any."""
+    def newest(self, kind: str, count: int) -> list[str]:
+        """The ``count`` most recently written documents of ``kind`` (digests), newest first."""
         folder = self.root / kind
         names = (
             [p for p in folder.glob("*.json") if _DIGEST.match(p.stem)] if folder.is_dir() else []
         )
-        return max(names, key=lambda p: p.stat().st_mtime_ns).stem if names else None
+        return [p.stem for p in sorted(names, key=lambda p: -p.stat().st_mtime_ns)[:count]]
