@@ -65,7 +65,7 @@ def validator(tmp: Path, node: NodeProcess, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "crucible.neurons.validator", "run", "--chain-endpoint", node.url, "--wallet", "val",
         "--wallet-path", str(tmp / "wallets"), "--store-dir", str(tmp / "store"), "--data-dir", str(FIXTURE),
-        "--work-dir", str(tmp / "work"), "--quiet", *extra,
+        "--work-dir", str(tmp / "work"), "--quiet", "--port", "0", *extra,
     ]  # fmt: skip
 
 
@@ -124,3 +124,33 @@ def test_killed_validator_resumes_from_its_state(setup) -> None:
     # the EMA continued from the saved state instead of starting over
     leader = max(after["ema"]["tiny"], key=lambda uid: after["ema"]["tiny"][uid])
     assert after["ema"]["tiny"][leader] >= state["ema"]["tiny"][leader]
+
+
+def test_a_chain_outage_is_retried_not_fatal(setup) -> None:
+    """The node is killed under a running validator and comes back: the validator reports the
+    outage, backs off, and carries on with the next round."""
+    tmp, node, chain = setup
+    proc = subprocess.Popen(
+        validator(tmp, node, "--rounds", "0", "--interval", "0.5", "--tick", "0.2"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while not (line := proc.stdout.readline()).startswith("ready:"):
+            assert line, "the validator exited"
+        node.kill9()
+        while "chain unavailable" not in (line := proc.stdout.readline()):
+            assert line and proc.poll() is None, "the validator exited instead of retrying"
+            lines.append(line)
+        assert proc.poll() is None  # still running
+        chain = node.start()
+        chain.step(20)  # a new round block once the node is back
+        deadline = time.monotonic() + 120
+        while not (line := proc.stdout.readline()).startswith("block "):
+            assert line and time.monotonic() < deadline, "no round after the node came back"
+            lines.append(line)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0  # stopped cleanly by SIGTERM, never died of the outage
