@@ -14,11 +14,14 @@ from crucible.corpus.tokenizer import load_tokenizer
 from crucible.models.fetch import fetch_and_verify
 from crucible.models.io import load_model_dir
 from crucible.protocol.competition import CompetitionSpec
-from crucible.protocol.errors import ModelRejected
+from crucible.protocol.errors import DataError, ModelRejected
 from crucible.scoring.compete import Contender, EpsilonSchedule, beats
 from crucible.scoring.losses import per_sample_losses
+from crucible.scoring.releases import ReleaseLoader
+from crucible.scoring.round_data import build_round_data, candidate_releases
 from crucible.scoring.sampling import round_block
-from crucible.scoring.windows import load_eval_pool, round_windows
+from crucible.scoring.windows import load_eval_pool
+from crucible.store.documents import DocumentStore
 from crucible.store.resolve import StoreResolver
 
 __all__ = ["SelfEvalReport", "self_evaluate"]
@@ -34,6 +37,7 @@ class SelfEvalReport:
     others: dict[int, float]
     leader_uid: int | None
     verdicts: dict[int, str]
+    release_block: int | None = None  # the round's release: models committed after it wait
 
     def to_text(self) -> str:
         lines = [
@@ -44,18 +48,33 @@ class SelfEvalReport:
             lines.append(f"  uid {uid}{tag}: {loss:.4f} — {self.verdicts[uid]}")
         if not self.others:
             lines.append("  no other eligible model: you would be alone in the competition")
+        if self.release_block is not None:
+            lines.append(
+                f"  (scored on the fresh release of block {self.release_block}; a model committed now "
+                "is judged on the next release, published after it)"
+            )
         return "\n".join(lines)
 
 
 def self_evaluate(
     chain: Chain, netuid: int, spec: CompetitionSpec, specs_dir: Path, data_dir: Path, resolve_store: StoreResolver,
     cache_dir: Path, *, model_dir: Path | None, hotkey: str, block: int | None = None,
+    documents: DocumentStore | None = None,
 ) -> SelfEvalReport:  # fmt: skip
     mg = chain.metagraph(netuid)
     at = round_block(block if block is not None else mg.block, spec.evaluation.sync_cadence_blocks)
     block_hash = chain.block_hash(at)
     tok = load_tokenizer(specs_dir / spec.model.tokenizer)
-    _, _, windows = round_windows(load_eval_pool(data_dir, tok), spec, block_hash)
+    candidates, _ = candidate_releases(spec, mg) if spec.data.uses("release") else ([], {})
+    release, pool, _ = ReleaseLoader(documents, tok, spec).choose(candidates)
+    data = build_round_data(
+        spec, block_hash, {"release": pool, "held_out": load_eval_pool(data_dir, tok)}, release
+    )
+    if data is None:
+        raise DataError(
+            f"{spec.key} has no data to evaluate on at round block {at}", code="no_round_data"
+        )
+    windows = data.windows
     competitions = {spec.id: spec}
     if model_dir is not None:
         mine = load_model_dir(model_dir, spec.model).model
@@ -101,4 +120,6 @@ def self_evaluate(
         if mg.neurons and max(n.incentive for n in mg.neurons) > 0
         else None
     )
-    return SelfEvalReport(at, block_hash, sum(my_losses) / len(my_losses), others, leader, verdicts)
+    return SelfEvalReport(
+        at, block_hash, sum(my_losses) / len(my_losses), others, leader, verdicts, data.cutoff_block
+    )

@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wallet-path", default="~/.bittensor/wallets", help="where --owner-wallet lives"
     )
-    parser.add_argument("--owner-hotkey", default=None, help="the owner's hotkey ss58, if any")
+    parser.add_argument(
+        "--owner-hotkey",
+        default=None,
+        help="the owner's hotkey ss58, registered as uid 0 (default: --owner-wallet's hotkey "
+        "'default' when it has one)",
+    )
     parser.add_argument("--no-faucet", action="store_true", help="disable the dev faucet")
     group = parser.add_argument_group(
         "hyperparameters (a new subnet gets the real chain's defaults)"
@@ -96,6 +101,21 @@ def _owner_address(args: argparse.Namespace) -> str:
     from bittensor_core import Keypair
 
     return Keypair.create_from_uri(DEV_OWNER_URI).ss58_address
+
+
+def _owner_hotkey(args: argparse.Namespace) -> str | None:
+    """The owner's hotkey: given, or the owner wallet's ``default`` hotkey (its public file)."""
+    if args.owner_hotkey or not args.owner_wallet:
+        return args.owner_hotkey
+    import bittensor as bt
+
+    wallet = bt.Wallet(
+        name=args.owner_wallet, hotkey="default", path=str(Path(args.wallet_path).expanduser())
+    )
+    try:
+        return wallet.hotkeypub.ss58_address
+    except Exception:  # noqa: BLE001 — no hotkey in that wallet: the subnet has no owner hotkey
+        return None
 
 
 def _check_identity(node, args: argparse.Namespace, owner: str, explicit_owner: bool) -> None:
@@ -134,7 +154,7 @@ def _open_node(args: argparse.Namespace):
     config = NodeConfig(
         netuid=args.netuid if args.netuid is not None else 1,
         owner_coldkey=owner,
-        owner_hotkey=args.owner_hotkey,
+        owner_hotkey=_owner_hotkey(args),
         hyperparameters=dataclasses.replace(Hyperparameters(), **overrides),
         faucet=not args.no_faucet,
     )

@@ -44,11 +44,14 @@ def build_runtime(args: argparse.Namespace):
         set_weights=not args.no_set_weights,
         progress=not args.quiet,
     )
+    from crucible.scoring.releases import ReleaseLoader
     from crucible.store.documents import DocumentStore
 
+    documents = DocumentStore(args.store_dir)
+    releases = {k: ReleaseLoader(documents, tokenizers[k], s) for k, s in active.items()}
     return ValidatorRuntime(
         chain_from(args), keys.hotkey, config, specs, tokenizers, pools, store_resolver(args),
-        documents=DocumentStore(args.store_dir),
+        documents=documents, releases=releases,
     )  # fmt: skip
 
 
@@ -135,6 +138,7 @@ def _last_bundle_path(args: argparse.Namespace) -> Path:
 
 @exits_cleanly
 def cmd_verify(args: argparse.Namespace) -> int:
+    from crucible.store.documents import DocumentStore
     from crucible.validator.bundle import TamperedBundle, load_bundle, recompute
     from crucible.validator.verify import check_against_chain, reevaluate
 
@@ -148,8 +152,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.reevaluate:
         models = args.work_dir / "models"
         differences += reevaluate(
-            bundle, load_specs(args), args.specs, args.data_dir, models, store_resolver(args)
-        )
+            bundle, load_specs(args), args.specs, args.data_dir, models, store_resolver(args),
+            DocumentStore(args.store_dir),
+        )  # fmt: skip
     print(
         "identical: the weights recompute bit for bit"
         if not differences

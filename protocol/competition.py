@@ -25,6 +25,8 @@ else:  # pragma: no cover
 __all__ = [
     "ARCHITECTURES",
     "CompetitionSpec",
+    "DataSource",
+    "DataSpec",
     "EpsilonSpec",
     "EvaluationSpec",
     "ModelConstraints",
@@ -80,6 +82,58 @@ class EpsilonSpec(_Strict):
         return self
 
 
+class DataSource(_Strict):
+    """Where a round's samples come from, and what share of them.
+
+    * ``release`` — the newest fresh data release committed on chain by one of the spec's
+      publishers; only models committed ``eval_delay_blocks`` before it are judged on it;
+    * ``held_out`` — the corpus's held-out split (public: for offline use and a subnet's first
+      rounds before any release exists);
+    * ``sharded`` — a large sharded parquet corpus (a Hub dataset at a pinned revision,
+      ``hf://datasets/<repo>@<revision>``, or a local folder laid out like one), read by random
+      access: the round seed picks the shards and row groups and only those are read.
+    """
+
+    kind: Literal["release", "held_out", "sharded"]
+    weight: float = Field(gt=0, le=1)
+    location: str | None = Field(default=None, min_length=1, max_length=512)
+    pattern: str = Field(default="**/*.parquet", min_length=1, max_length=128)
+    text_column: str = Field(default="text", min_length=1, max_length=64)
+    id_column: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _location(self) -> DataSource:
+        if (self.kind == "sharded") != (self.location is not None):
+            raise ValueError("a sharded source needs a location; other kinds take none")
+        return self
+
+
+class DataSpec(_Strict):
+    """The round's data: its sources (weights sum to 1), who may publish releases, their bounds."""
+
+    sources: tuple[DataSource, ...] = (DataSource(kind="held_out", weight=1.0),)
+    # until a publisher's first release exists: evaluate on the held-out split, or not at all
+    fallback: Literal["held_out", "none"] = "held_out"
+    # hotkeys whose commitments are releases: ss58 addresses, or "owner" (the subnet owner's)
+    publishers: tuple[str, ...] = ("owner",)
+    max_release_bytes: int = Field(default=16_000_000, ge=1, le=16_000_000)
+    max_release_documents: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _weights(self) -> DataSpec:
+        total = sum(s.weight for s in self.sources)
+        if not self.sources or abs(total - 1.0) > 1e-9:
+            raise ValueError(f"data source weights sum to {total}, not 1")
+        if len({s.kind for s in self.sources if s.kind != "sharded"}) < len(
+            [s for s in self.sources if s.kind != "sharded"]
+        ):
+            raise ValueError("a release or held_out source is listed twice")
+        return self
+
+    def uses(self, kind: str) -> bool:
+        return any(s.kind == kind for s in self.sources)
+
+
 class CompetitionSpec(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,15}$")
     version: int = Field(ge=1)
@@ -92,6 +146,7 @@ class CompetitionSpec(_Strict):
     ema_alpha: float = Field(gt=0, le=1)
     serving_share: float = Field(ge=0, le=1)
     reward_share: float = Field(ge=0, le=1)
+    data: DataSpec = DataSpec()
 
     @property
     def key(self) -> str:
@@ -99,9 +154,10 @@ class CompetitionSpec(_Strict):
         return f"{self.id}@{self.version}"
 
     def canonical_json(self) -> bytes:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode()
+        data = self.model_dump(mode="json")
+        if self.data == DataSpec():  # specs from before data sources keep their hash
+            data.pop("data")
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def spec_hash(self) -> str:

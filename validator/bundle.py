@@ -61,6 +61,9 @@ class CompetitionRound(_Model):
     seed: int
     sample_ids: list[str]
     batch_size: int = Field(default=16, ge=1, le=4096)  # what the losses were computed with
+    data_sources: list[dict] = Field(default_factory=list)  # scoring.round_data.SourceUse
+    cutoff_block: int | None = None  # models committed eval_delay before it (a release's block)
+    ignored_releases: dict[str, str] = Field(default_factory=dict)  # publisher/hotkey → why
     epsilon_start: float
     epsilon_floor: float
     epsilon_decay_blocks: int

@@ -21,8 +21,8 @@ from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import ResourceExhausted
 from crucible.scoring.compete import Contender, EpsilonSchedule, RoundScores, score_round
 from crucible.scoring.losses import batch_size_for_budget, per_sample_losses
+from crucible.scoring.round_data import RoundData, build_round_data, candidate_releases
 from crucible.scoring.sampling import is_eligible
-from crucible.scoring.windows import round_windows
 from crucible.validator.bundle import CompetitionRound
 from crucible.validator.probe import probe_miners, probe_windows
 from crucible.validator.runtime import ValidatorRuntime
@@ -108,18 +108,36 @@ def _probe(rt: ValidatorRuntime, spec: CompetitionSpec, neurons, models: dict[in
     return plan, outcome
 
 
+def round_data_for(
+    rt: ValidatorRuntime, spec: CompetitionSpec, mg: Metagraph, block_hash: str
+) -> RoundData | None:
+    """The round's samples from the spec's sources (the newest good release, the held-out split)."""
+    candidates, ignored = candidate_releases(spec, mg) if spec.data.uses("release") else ([], {})
+    loader = rt.releases.get(spec.id)
+    release, pool, passed = loader.choose(candidates) if loader is not None else (None, None, {})
+    pools = {"release": pool, "held_out": rt.pools.get(spec.id)}
+    return build_round_data(spec, block_hash, pools, release, {**ignored, **passed})
+
+
 def score_competition(
     rt: ValidatorRuntime, spec: CompetitionSpec, mg: Metagraph, at: int, block_hash: str,
     fetched: dict[int, FetchedModel], held: dict[int, str], state: ValidatorState,
-) -> tuple[CompetitionRound, RoundScores]:  # fmt: skip
+) -> tuple[CompetitionRound, RoundScores] | None:  # fmt: skip
+    """``None`` when the spec's data sources leave nothing to evaluate on this round."""
     neurons = {n.uid: n for n in mg.neurons}
-    seed, samples, windows = round_windows(rt.pools[spec.id], spec, block_hash)
+    data = round_data_for(rt, spec, mg, block_hash)
+    if data is None:
+        log.warning(
+            "%s: no data to evaluate on at round block %d (no release, no fallback)", spec.id, at
+        )
+        return None
+    cutoff = at if data.cutoff_block is None else min(at, data.cutoff_block)
     eligible = {
         uid: f for uid, f in fetched.items()
         if f.commitment.competition == spec.key
-        and is_eligible(state.models[uid].commit_block, at, spec.evaluation.eval_delay_blocks)
+        and is_eligible(state.models[uid].commit_block, cutoff, spec.evaluation.eval_delay_blocks)
     }  # fmt: skip
-    result = evaluate_models(rt, spec, eligible, windows)
+    result = evaluate_models(rt, spec, eligible, data.windows)
     mine = {u: r for u, r in held.items() if _commits_to(neurons.get(u), spec)}
     held = {**mine, **result.held}
     before = _ema_before(state, spec, neurons)
@@ -133,8 +151,9 @@ def score_competition(
     plan, probe = _probe(rt, spec, neurons, {u: eligible[u] for u in result.losses})
     scored = {uid: eligible[uid] for uid in eligible if uid not in result.held}
     record = CompetitionRound(
-        competition=spec.key, spec_hash=spec.spec_hash, round_block=at, block_hash=block_hash, seed=seed,
-        sample_ids=[s.sample_id for s in samples], batch_size=result.batch_size, epsilon_start=spec.epsilon.start,
+        competition=spec.key, spec_hash=spec.spec_hash, round_block=at, block_hash=block_hash, seed=data.seed,
+        sample_ids=data.sample_ids, batch_size=result.batch_size, data_sources=[u.to_json() for u in data.sources],
+        cutoff_block=data.cutoff_block, ignored_releases=data.ignored, epsilon_start=spec.epsilon.start,
         epsilon_floor=spec.epsilon.floor, epsilon_decay_blocks=spec.epsilon.decay_blocks,
         significance_level=spec.evaluation.significance_level, softmax_temperature=spec.softmax_temperature,
         ema_alpha=spec.ema_alpha, reward_share=spec.reward_share, serving_share=spec.serving_share,

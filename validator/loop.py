@@ -78,9 +78,11 @@ def _score(rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState):
         except ChainError as exc:
             log.warning("%s: round block %d unavailable: %s", spec.id, at, exc)
             continue
-        record, scores = score_competition(
-            rt, spec, mg, at, block_hash, synced.ok, synced.held, state
-        )
+        scored = score_competition(rt, spec, mg, at, block_hash, synced.ok, synced.held, state)
+        if scored is None:
+            continue
+        record, scores = scored
+
         state.ema[spec.id] = scores.ema_after
         state.last_round_block[spec.id] = at
         state.serving_failed[spec.id] = record.serving_failed

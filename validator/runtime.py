@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from crucible.chain.interface import Chain, Signer
 from crucible.models.fetch import FetchedModel
 from crucible.protocol.competition import CompetitionSpec
+from crucible.scoring.releases import ReleaseLoader
 from crucible.scoring.sampling import EvalPool
 from crucible.store.base import ModelStore
 from crucible.store.documents import DocumentStore
@@ -55,4 +56,5 @@ class ValidatorRuntime:
     pools: dict[str, EvalPool]
     resolve_store: Callable[[str], ModelStore]
     documents: DocumentStore | None = None  # where signed bundles are published
+    releases: dict[str, ReleaseLoader] = field(default_factory=dict)  # per competition id
     loaded: dict[str, FetchedModel] = field(default_factory=dict)  # by content hash

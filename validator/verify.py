@@ -24,7 +24,10 @@ from crucible.protocol.commitment import ModelCommitment
 from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import ChainError, CommitmentError, CrucibleError
 from crucible.scoring.losses import per_sample_losses
-from crucible.scoring.windows import load_eval_pool, round_windows
+from crucible.scoring.releases import ReleaseLoader
+from crucible.scoring.round_data import ReleaseRef, RoundData, build_round_data
+from crucible.scoring.windows import load_eval_pool
+from crucible.store.documents import DocumentStore
 from crucible.store.resolve import StoreResolver
 from crucible.validator.bundle import Bundle, CompetitionRound
 
@@ -143,6 +146,26 @@ def _model_for(
     return fetched.loaded.model if fetched.content_hash == digest else None
 
 
+def replay_round_data(
+    r: CompetitionRound,
+    spec: CompetitionSpec,
+    specs_dir: Path,
+    data_dir: Path,
+    documents: DocumentStore | None,
+) -> RoundData | None:
+    """The round's samples rebuilt from what the bundle says it used (the same release by id)."""
+    tok = load_tokenizer(specs_dir / spec.model.tokenizer)
+    kinds = {src["kind"] for src in r.data_sources} or {"held_out"}
+    release = next(
+        (ReleaseRef(**src["release"]) for src in r.data_sources if src.get("release")), None
+    )
+    pools = {
+        "held_out": load_eval_pool(data_dir, tok) if "held_out" in kinds else None,
+        "release": ReleaseLoader(documents, tok, spec).pool(release) if release else None,
+    }
+    return build_round_data(spec, r.block_hash, pools, release)
+
+
 def reevaluate(
     bundle: Bundle,
     competitions: Mapping[str, CompetitionSpec],
@@ -150,9 +173,10 @@ def reevaluate(
     data_dir: Path,
     models_dir: Path,
     resolve_store: StoreResolver | None = None,
+    documents: DocumentStore | None = None,
 ) -> list[str]:
     """Differences between the bundle's losses and the ones recomputed here (empty = none), on
-    the bundle's own batch size and precision (fp32)."""
+    the bundle's own data sources, batch size and precision (fp32)."""
     differences = []
     specs = {s.key: s for s in competitions.values()}
     for r in bundle.rounds:
@@ -160,30 +184,39 @@ def reevaluate(
         if spec is None or spec.spec_hash != r.spec_hash:
             differences.append(f"{r.competition}: spec not available with hash {r.spec_hash[:12]}")
             continue
-        tok = load_tokenizer(specs_dir / spec.model.tokenizer)
-        seed, samples, windows = round_windows(load_eval_pool(data_dir, tok), spec, r.block_hash)
-        if seed != r.seed or [s.sample_id for s in samples] != r.sample_ids:
+        try:
+            data = replay_round_data(r, spec, specs_dir, data_dir, documents)
+        except CrucibleError as exc:
+            differences.append(
+                f"{r.competition}: the round's data cannot be rebuilt: {exc.message}"
+            )
+            continue
+        if data is None or data.seed != r.seed or data.sample_ids != r.sample_ids:
             differences.append(f"{r.competition}: samples differ from the bundle's")
             continue
-        for uid, digest in sorted(r.model_hashes.items()):
-            if uid not in r.losses:
-                continue
-            try:
-                model = _model_for(r, uid, digest, spec, models_dir, resolve_store)
-            except CrucibleError as exc:
-                differences.append(
-                    f"{r.competition}: model of uid {uid} unavailable: {exc.message}"
-                )
-                continue
-            if model is None:
-                differences.append(
-                    f"{r.competition}: model of uid {uid} ({digest[:12]}) is not at hand"
-                )
-                continue
-            losses = per_sample_losses(model, windows, batch_size=r.batch_size).losses
-            if losses != r.losses[uid]:
-                worst = max(abs(a - b) for a, b in zip(losses, r.losses[uid], strict=True))
-                differences.append(
-                    f"{r.competition}: uid {uid} losses differ (max |Δ| = {worst:.3g})"
-                )
+        differences += _reevaluate_models(r, spec, data.windows, models_dir, resolve_store)
+    return differences
+
+
+def _reevaluate_models(
+    r: CompetitionRound, spec: CompetitionSpec, windows, models_dir: Path, resolve_store
+) -> list[str]:
+    differences = []
+    for uid, digest in sorted(r.model_hashes.items()):
+        if uid not in r.losses:
+            continue
+        try:
+            model = _model_for(r, uid, digest, spec, models_dir, resolve_store)
+        except CrucibleError as exc:
+            differences.append(f"{r.competition}: model of uid {uid} unavailable: {exc.message}")
+            continue
+        if model is None:
+            differences.append(
+                f"{r.competition}: model of uid {uid} ({digest[:12]}) is not at hand"
+            )
+            continue
+        losses = per_sample_losses(model, windows, batch_size=r.batch_size).losses
+        if losses != r.losses[uid]:
+            worst = max(abs(a - b) for a, b in zip(losses, r.losses[uid], strict=True))
+            differences.append(f"{r.competition}: uid {uid} losses differ (max |Δ| = {worst:.3g})")
     return differences

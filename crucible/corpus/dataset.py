@@ -1,6 +1,6 @@
 """Reading the corpus through ``datasets`` and turning it into token ids.
 
-``load_documents`` reads a split of the local corpus (``<root>/corpus/{train,eval}.jsonl``) or, on
+``load_documents`` reads a split of the local corpus (``<root>/corpus/{train,eval,fresh}.jsonl``) or, on
 a machine with a hub, any dataset name with a ``text`` column. ``tokenized_documents`` maps the
 tokenizer over it with ``datasets``' on-disk cache, so a second call is fast.
 
@@ -33,7 +33,7 @@ def load_documents(source: Path | str, split: Split, *, cache_dir: Path | None =
     root = Path(source)
     if root.is_dir():
         paths = CorpusPaths(root)
-        path = paths.train if split == "train" else paths.eval
+        path = paths.split(split)
         if not path.is_file():
             raise DataError(
                 f"no {split} split under {root}",

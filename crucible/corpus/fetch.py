@@ -41,6 +41,13 @@ class CorpusPaths:
         return self.root / "corpus" / "eval.jsonl"
 
     @property
+    def fresh(self) -> Path:
+        return self.root / "corpus" / "fresh.jsonl"
+
+    def split(self, name: str) -> Path:
+        return {"train": self.train, "eval": self.eval, "fresh": self.fresh}[name]
+
+    @property
     def manifest(self) -> Path:
         return self.root / "corpus" / "manifest.json"
 
@@ -99,7 +106,7 @@ def write_corpus(documents: list[Document], paths: CorpusPaths) -> dict[str, obj
     ids = [d.doc_id for d in documents]
     if len(set(ids)) != len(ids):
         raise DataError("two documents share an id", code="duplicate_document")
-    parts: dict[str, list[bytes]] = {"train": [], "eval": []}
+    parts: dict[str, list[bytes]] = {"train": [], "eval": [], "fresh": []}
     entries = []
     for doc in documents:
         split = split_of(doc.doc_id)
@@ -116,8 +123,8 @@ def write_corpus(documents: list[Document], paths: CorpusPaths) -> dict[str, obj
         )
     if not parts["eval"] or not parts["train"]:
         raise DataError("the split left one side empty: too few documents", code="bad_split")
-    write_atomic(paths.train, b"".join(parts["train"]))
-    write_atomic(paths.eval, b"".join(parts["eval"]))
+    for name, lines in parts.items():
+        write_atomic(paths.split(name), b"".join(lines))
     manifest = {"version": 1, "documents": entries}
     write_atomic(paths.manifest, json.dumps(manifest, indent=1).encode())
     return manifest

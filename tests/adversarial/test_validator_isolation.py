@@ -158,7 +158,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     tok = load_tokenizer(specs_dir() / SPEC.model.tokenizer)
     store = LocalStore(tmp / "store")
-    uids = {"owner": _neuron(node, "owner", hotkey=owner_hotkey)[0]}
+    uids = {"owner": node.metagraph(1).uid_of(owner_hotkey.ss58_address)}  # uid 0 from genesis
+    assert uids["owner"] == 0
     uids["validator"], validator = _neuron(node, "validator", stake_tao=100)
     keys, dirs, servers = {}, {}, []
     for seed, name in enumerate(("honest", "short", "long", "liar", "outage"), start=1):

@@ -39,11 +39,14 @@ def test_split_is_a_pure_function_of_the_document_id() -> None:
 def test_fixture_holds_whole_works_on_both_sides(tmp_path: Path) -> None:
     manifest = json.loads(CorpusPaths(FIXTURE).manifest.read_text())
     splits = {d["id"]: d["split"] for d in manifest["documents"]}
-    assert set(splits.values()) == {"train", "eval"}
+    assert set(splits.values()) == {"train", "eval", "fresh"}
     assert all(split_of(doc) == split for doc, split in splits.items())
     train_ids = set(load_documents(FIXTURE, "train", cache_dir=tmp_path)["id"])
     eval_ids = set(load_documents(FIXTURE, "eval", cache_dir=tmp_path)["id"])
-    assert not train_ids & eval_ids and eval_ids == {d for d, s in splits.items() if s == "eval"}
+    fresh_ids = set(load_documents(FIXTURE, "fresh", cache_dir=tmp_path)["id"])
+    assert not train_ids & eval_ids and not (train_ids | eval_ids) & fresh_ids
+    assert eval_ids == {d for d, s in splits.items() if s == "eval"}
+    assert fresh_ids == {d for d, s in splits.items() if s == "fresh"}
 
 
 def test_write_corpus_refuses_duplicate_ids(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def _check_what_the_users_saw(outputs: dict[str, list[str]]) -> None:
     assert "predicted vtrust" in _one(outputs, "crucible-validator consensus")
     assert "uid 0" in _one(outputs, "crucible-client ask")
     assert "matches chain" in _one(outputs, "crucible-client miners")
-    assert "tiny@1:local:" in "\n".join(outputs["python 4"])
+    assert "tiny@2:local:" in "\n".join(outputs["python 4"])
     assert "CompletionChoice" in "\n".join(outputs["python 5"])
 
 

@@ -30,7 +30,7 @@ def test_spec_hash_is_canonical_whatever_the_formatting(tmp_path: Path) -> None:
     )
     (tmp_path / "tiny.toml").write_text(reformatted)
     assert load_spec(tmp_path / "tiny.toml").spec_hash == load_spec(SPECS / "tiny.toml").spec_hash
-    (tmp_path / "tiny.toml").write_text(reformatted.replace("version=1", "version=2"))
+    (tmp_path / "tiny.toml").write_text(reformatted.replace("version=2", "version=3"))
     assert load_spec(tmp_path / "tiny.toml").spec_hash != load_spec(SPECS / "tiny.toml").spec_hash
 
 
@@ -52,7 +52,7 @@ def test_bad_specs_are_config_errors(tmp_path: Path) -> None:
 # Pinned: editing a published spec in place changes its hash and fails here; publish a new
 # version (a new file with version = N + 1) instead.
 PUBLISHED = {
-    "tiny@1": "7981db85af317c78e7102bdd2e9b364f7b41b9bcbb8a68404a6fdb7bb388a6cc",
+    "tiny@2": "48a9b3fb83c67b7ac7bbd163520488acb4169ca23bb0feebc7d285d5723e06c5",
     "small@1": "954e5291feeab91619d1802a3b6ac88f4ad94e8bfe37a9e61992c865120b1bc1",
 }
 
@@ -65,7 +65,7 @@ def test_published_spec_hashes_never_change() -> None:
 def test_quoted_numbers_and_integer_booleans_are_refused(tmp_path: Path) -> None:
     text = (SPECS / "tiny.toml").read_text()
     for bad in (
-        text.replace("version = 1", 'version = "1"'),
+        text.replace("version = 2", 'version = "2"'),
         text.replace("active = true", "active = 1"),
         text.replace("vocab_size = 8192", "vocab_size = 8192.0"),
         text.replace('"GPT2LMHeadModel"]', '"MistralForCausalLM"]'),
@@ -80,7 +80,7 @@ def test_quoted_numbers_and_integer_booleans_are_refused(tmp_path: Path) -> None
 def test_two_files_for_one_competition_are_refused(tmp_path: Path) -> None:
     text = (SPECS / "tiny.toml").read_text()
     (tmp_path / "a.toml").write_text(text)
-    (tmp_path / "b.toml").write_text(text.replace("version = 1", "version = 2"))
+    (tmp_path / "b.toml").write_text(text.replace("version = 2", "version = 3"))
     with pytest.raises(ConfigError, match="two specs"):
         load_competitions(tmp_path)
 
@@ -97,9 +97,9 @@ def test_activating_a_competition_requires_rebalancing_the_shares(tmp_path: Path
         load_competitions(tmp_path)
     (tmp_path / "tiny.toml").write_text(
         tiny.replace("reward_share = 1.0", "reward_share = 0.7").replace(
-            "version = 1", "version = 2"
+            "version = 2", "version = 3"
         )
     )
     specs = load_competitions(tmp_path)
-    assert specs["tiny"].key == "tiny@2" and specs["small"].active
-    assert specs["tiny"].spec_hash != PUBLISHED["tiny@1"]
+    assert specs["tiny"].key == "tiny@3" and specs["small"].active
+    assert specs["tiny"].spec_hash != PUBLISHED["tiny@2"]

@@ -219,6 +219,12 @@ class LocalNode:
                     "INSERT OR IGNORE INTO hotkey_owner VALUES (?, ?)",
                     (cfg.owner_hotkey, cfg.owner_coldkey),
                 )
+                # as subtensor's register_network: the owner's hotkey is the subnet's first neuron
+                self._db.execute(
+                    "INSERT INTO neurons (netuid, uid, hotkey, block_at_registration, last_update) "
+                    "VALUES (?, 0, ?, 0, 0)",
+                    (cfg.netuid, cfg.owner_hotkey),
+                )
             self._db.execute("COMMIT")
             return genesis
 
