@@ -65,7 +65,7 @@ def self_evaluate(
     at = round_block(block if block is not None else mg.block, spec.evaluation.sync_cadence_blocks)
     block_hash = chain.block_hash(at)
     tok = load_tokenizer(specs_dir / spec.model.tokenizer)
-    candidates, _ = candidate_releases(spec, mg) if spec.data.uses("release") else ([], {})
+    candidates, _ = candidate_releases(spec, mg, at) if spec.data.uses("release") else ([], {})
     release, pool, _ = ReleaseLoader(documents, tok, spec).choose(candidates)
     data = build_round_data(
         spec, block_hash, {"release": pool, "held_out": load_eval_pool(data_dir, tok)}, release

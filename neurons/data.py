@@ -132,7 +132,7 @@ def cmd_releases(args: argparse.Namespace) -> int:
 
     spec = spec_named(args)
     mg = chain_from(args).metagraph(args.netuid)
-    found, ignored = candidate_releases(spec, mg)
+    found, ignored = candidate_releases(spec, mg, mg.block)
     loader = ReleaseLoader(
         DocumentStore(args.store_dir), load_tokenizer(args.specs / spec.model.tokenizer), spec
     )

@@ -109,10 +109,12 @@ def _probe(rt: ValidatorRuntime, spec: CompetitionSpec, neurons, models: dict[in
 
 
 def round_data_for(
-    rt: ValidatorRuntime, spec: CompetitionSpec, mg: Metagraph, block_hash: str
+    rt: ValidatorRuntime, spec: CompetitionSpec, mg: Metagraph, at: int, block_hash: str
 ) -> RoundData | None:
     """The round's samples from the spec's sources (the newest good release, the held-out split)."""
-    candidates, ignored = candidate_releases(spec, mg) if spec.data.uses("release") else ([], {})
+    candidates, ignored = (
+        candidate_releases(spec, mg, at) if spec.data.uses("release") else ([], {})
+    )
     loader = rt.releases.get(spec.id)
     release, pool, passed = loader.choose(candidates) if loader is not None else (None, None, {})
     pools = {"release": pool, "held_out": rt.pools.get(spec.id)}
@@ -125,7 +127,7 @@ def score_competition(
 ) -> tuple[CompetitionRound, RoundScores] | None:  # fmt: skip
     """``None`` when the spec's data sources leave nothing to evaluate on this round."""
     neurons = {n.uid: n for n in mg.neurons}
-    data = round_data_for(rt, spec, mg, block_hash)
+    data = round_data_for(rt, spec, mg, at, block_hash)
     if data is None:
         log.warning(
             "%s: no data to evaluate on at round block %d (no release, no fallback)", spec.id, at

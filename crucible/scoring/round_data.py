@@ -80,9 +80,11 @@ def publisher_hotkeys(spec: CompetitionSpec, mg: Metagraph) -> set[str]:
 
 
 def candidate_releases(
-    spec: CompetitionSpec, mg: Metagraph
+    spec: CompetitionSpec, mg: Metagraph, at_block: int
 ) -> tuple[list[ReleaseRef], dict[str, str]]:
-    """Releases committed by the spec's publishers, newest first; others ignored with a reason."""
+    """Releases the spec's publishers committed at or before the round block ``at_block``, newest
+    first (a round is pinned to its block: a release committed later belongs to a later round, so
+    two validators running at different moments see the same one); others ignored with a reason."""
     publishers = publisher_hotkeys(spec, mg)
     found, ignored = [], {}
     for n in mg.neurons:
@@ -96,6 +98,8 @@ def candidate_releases(
         except CommitmentError as exc:
             ignored[n.hotkey] = f"uid {n.uid}: {exc}"
             continue
+        if n.commitment.block > at_block:
+            continue  # committed after this round's block: the next round's release
         found.append(ReleaseRef(c.release_id, c.store_ref, n.hotkey, n.commitment.block))
     return sorted(found, key=lambda r: (-r.commit_block, r.release_id)), ignored
 

@@ -53,7 +53,7 @@ def _commands(block: str) -> list[str]:
 @pytest.mark.timeout(900)
 def test_the_readme_three_users_section_runs_as_written(tmp_path: Path) -> None:
     blocks = code_blocks((ROOT / "README.md").read_text(), "## The three users")
-    assert [lang for lang, _ in blocks] == ["", "", "", "", "python", "python"]
+    assert [lang for lang, _ in blocks] == ["", "", "", "", "", "python", "python"]
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
@@ -93,13 +93,15 @@ def _check_what_the_users_saw(outputs: dict[str, list[str]]) -> None:
     assert "committed at block" in _one(outputs, "crucible-miner publish")
     assert "staked 500.0000 TAO" in _one(outputs, "crucible stake add")
     assert "→" in _one(outputs, "crucible-validator run --rounds 1")
-    assert "uid 0" in _one(outputs, "crucible-validator explain 0")
+    assert "uid 1" in _one(outputs, "crucible-validator explain 1")
+    assert "crucible-data@1:local:" in _one(outputs, "crucible data release fresh")
+    assert "ok, " in _one(outputs, "crucible data releases")
     assert "identical" in _one(outputs, "crucible-validator verify")
     assert "predicted vtrust" in _one(outputs, "crucible-validator consensus")
-    assert "uid 0" in _one(outputs, "crucible-client ask")
+    assert "uid 1" in _one(outputs, "crucible-client ask")
     assert "matches chain" in _one(outputs, "crucible-client miners")
-    assert "tiny@2:local:" in "\n".join(outputs["python 4"])
-    assert "CompletionChoice" in "\n".join(outputs["python 5"])
+    assert "tiny@2:local:" in "\n".join(outputs["python 5"])
+    assert "CompletionChoice" in "\n".join(outputs["python 6"])
 
 
 @pytest.mark.parametrize("doc", ["docs/going-live.md"])

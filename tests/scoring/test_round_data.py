@@ -80,7 +80,7 @@ def test_only_the_spec_publishers_releases_count_and_the_newest_comes_first() ->
         update={"data": TINY.data.model_copy(update={"publishers": ("owner", "5Named")})}
     )
     assert publisher_hotkeys(spec, mg) == {"5Owner", "5Named"}
-    found, ignored = candidate_releases(spec, mg)
+    found, ignored = candidate_releases(spec, mg, 900)
     assert [(r.publisher, r.commit_block) for r in found] == [("5Owner", 800), ("5Named", 700)]
     assert "is not a data publisher" in ignored["5Stranger"] and "5Miner" not in ignored
 
@@ -90,3 +90,11 @@ def test_a_sharded_source_needs_a_location() -> None:
         DataSource(kind="sharded", weight=1.0)
     with pytest.raises(ValueError, match="weights sum to 0.5"):
         DataSpec(sources=(DataSource(kind="release", weight=0.5),))
+
+
+def test_a_release_committed_after_the_round_block_belongs_to_the_next_round() -> None:
+    c = str(ReleaseCommitment("local", "ab" * 32))
+    mg = Metagraph(1, 905, HASH, "5Owner", Hyperparameters(), (neuron(0, "5Owner", c, 903),))
+    assert candidate_releases(TINY, mg, 900) == ([], {})  # round block 900: not yet
+    found, _ = candidate_releases(TINY, mg, 920)
+    assert [r.commit_block for r in found] == [903]
