@@ -33,7 +33,9 @@ def pool_of_documents(documents, tokenizer: PreTrainedTokenizerBase) -> EvalPool
 
 
 class ReleaseLoader:
-    def __init__(self, store: DocumentStore | None, tokenizer: PreTrainedTokenizerBase, spec: CompetitionSpec) -> None:
+    def __init__(
+        self, store: DocumentStore | None, tokenizer: PreTrainedTokenizerBase, spec: CompetitionSpec
+    ) -> None:
         self.store, self.tokenizer, self.spec = store, tokenizer, spec
         self._pools: dict[str, EvalPool] = {}
 
@@ -41,7 +43,10 @@ class ReleaseLoader:
         if ref.release_id in self._pools:
             return self._pools[ref.release_id]
         if ref.store_ref != "local" or self.store is None:
-            raise DataError(f"release store {ref.store_ref!r} is not reachable from here", code="release_unavailable")
+            raise DataError(
+                f"release store {ref.store_ref!r} is not reachable from here",
+                code="release_unavailable",
+            )
         raw = self.store.get(RELEASES_KIND, ref.release_id)
         documents = parse_release(
             raw, ref.release_id,
@@ -50,17 +55,22 @@ class ReleaseLoader:
         pool = pool_of_documents(documents, self.tokenizer)
         if not any(len(t) >= self.spec.model.sequence_length for t in pool.tokens):
             raise DataError(
-                f"no document of the release has {self.spec.model.sequence_length} tokens", code="release_too_short"
+                f"no document of the release has {self.spec.model.sequence_length} tokens",
+                code="release_too_short",
             )
         self._pools[ref.release_id] = pool
         return pool
 
-    def choose(self, candidates: list[ReleaseRef]) -> tuple[ReleaseRef | None, EvalPool | None, dict[str, str]]:
+    def choose(
+        self, candidates: list[ReleaseRef]
+    ) -> tuple[ReleaseRef | None, EvalPool | None, dict[str, str]]:
         """The newest candidate that checks out, its pool, and why each newer one was passed over."""
         passed: dict[str, str] = {}
         for ref in candidates:
             try:
                 return ref, self.pool(ref), passed
             except CrucibleError as exc:
-                passed[ref.publisher] = f"release {ref.release_id[:12]}… at block {ref.commit_block}: {exc.code}: {exc.message}"
+                passed[ref.publisher] = (
+                    f"release {ref.release_id[:12]}… at block {ref.commit_block}: {exc.code}: {exc.message}"
+                )
         return None, None, passed

@@ -86,5 +86,9 @@ def test_an_unreachable_store_records_nothing_and_a_bad_model_is_recorded(
         synced = sync_models(online, node.metagraph(1), state)
     finally:
         hub.close()
-    assert set(synced.ok) == {uid["good"], uid["hub"]} and not synced.held and state.models[uid["hub"]].status == "ok"
+    assert (
+        set(synced.ok) == {uid["good"], uid["hub"]}
+        and not synced.held
+        and state.models[uid["hub"]].status == "ok"
+    )
     assert state.models[uid["hostile"]].status == "bad_config"

@@ -97,6 +97,14 @@ def test_stale_and_future_nonces_are_refused() -> None:
     assert info.value.code == "stale_request"
 
 
+def test_a_request_bound_to_no_receiver_is_refused() -> None:
+    """A signature over no receiver could be replayed to any server: servers require one."""
+    headers = {k: v for k, v in _signed().items() if k != "X-Bittensor-Receiver"}
+    with pytest.raises(AuthError, match="missing X-Bittensor-Receiver") as info:
+        _verify(headers)
+    assert info.value.code == "wrong_receiver"
+
+
 def test_request_for_another_receiver_is_refused() -> None:
     with pytest.raises(AuthError) as info:
         _verify(_signed(receiver=OTHER.ss58_address))

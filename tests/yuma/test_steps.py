@@ -248,3 +248,48 @@ def test_input_errors_belong_to_the_project_error_tree() -> None:
         EpochInput.from_json({"variant": "yuma3", "block": -1})
     assert isinstance(caught.value, RequestError | CrucibleError)
     assert isinstance(caught.value, ValueError)
+
+
+# --- boundaries the oracle and the vectorised epoch share (the +1s and the ≤ / <) -------------
+
+
+@pytest.mark.parametrize("epoch", [run_epoch, reference_epoch])
+def test_bond_masking_boundary_is_the_block_after_the_last_step(epoch) -> None:
+    # last step 640 ⇒ last_tempo = 641 (§4.10: "LastMechansimStepBlock + 1"); a miner registered
+    # at 641 registered since the last epoch (641 ≤ reg) and loses its old bonds; one at 640 keeps
+    # them. Same bond and weight arithmetic as the worked example above: 3276 fresh, 62258 kept.
+    for reg, expected in ((641, 3276), (640, 62258)):
+        single = make_input(
+            [TAO, 0, 0],
+            [[(1, 65535), (2, 65535)], [], []],
+            bonds=[[(1, 65535), (2, 65535)], [], []],
+            reg=[1, 1, reg],
+        )
+        assert epoch(single).bonds[0][1] == (2, expected), reg
+
+
+@pytest.mark.parametrize("epoch", [run_epoch, reference_epoch])
+def test_a_weight_set_in_the_registration_block_is_outdated_one_block_later_is_not(epoch) -> None:
+    # §4.5 step 4: drop (i, j) if last_update_i ≤ reg_j. Validator 0 set weights at block 990.
+    for reg, counted in ((990, False), (989, True)):
+        inp = make_input([TAO, 0], [[(1, 65535)], []], reg=[1, reg], last_update=[990, 990])
+        assert (epoch(inp).incentive[1] > 0) is counted, reg
+
+
+@pytest.mark.parametrize("epoch", [run_epoch, reference_epoch])
+def test_activity_cutoff_boundary(epoch) -> None:
+    # §4.1: inactive ⇔ last_update + cutoff < block. Block 1000, cutoff 100: 900 is active, 899 not.
+    for last, active in ((900, True), (899, False)):
+        inp = make_input(
+            [TAO, 0], [[(1, 65535)], []], last_update=[last, last], activity_cutoff_blocks=100
+        )
+        assert bool(epoch(inp).active[0]) is active, last
+
+
+@pytest.mark.parametrize("epoch", [run_epoch, reference_epoch])
+def test_commit_reveal_mask_boundary(epoch) -> None:
+    # §4.5 step 5: drop (i, j) if commit_block_i < reg_j. Miner 1 registered at 950.
+    for commit, counted in ((950, True), (949, False)):
+        inp = make_input([TAO, 0], [[(1, 65535)], []], reg=[1, 950], last_update=[990, 990])
+        inp = EpochInput(**{**inp.__dict__, "commit_block": [commit, None]})
+        assert (epoch(inp).incentive[1] > 0) is counted, commit
