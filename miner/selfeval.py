@@ -18,8 +18,9 @@ from crucible.protocol.errors import DataError, ModelRejected
 from crucible.scoring.compete import Contender, EpsilonSchedule, beats
 from crucible.scoring.losses import per_sample_losses
 from crucible.scoring.releases import ReleaseLoader
-from crucible.scoring.round_data import build_round_data, candidate_releases
+from crucible.scoring.round_data import candidate_releases
 from crucible.scoring.sampling import round_block
+from crucible.scoring.sources import ShardedPools, gather_round_data
 from crucible.scoring.windows import load_eval_pool
 from crucible.store.documents import DocumentStore
 from crucible.store.resolve import StoreResolver
@@ -66,10 +67,11 @@ def self_evaluate(
     block_hash = chain.block_hash(at)
     tok = load_tokenizer(specs_dir / spec.model.tokenizer)
     candidates, _ = candidate_releases(spec, mg, at) if spec.data.uses("release") else ([], {})
-    release, pool, _ = ReleaseLoader(documents, tok, spec).choose(candidates)
-    data = build_round_data(
-        spec, block_hash, {"release": pool, "held_out": load_eval_pool(data_dir, tok)}, release
-    )
+    data = gather_round_data(
+        spec, block_hash, held_out=load_eval_pool(data_dir, tok),
+        releases=ReleaseLoader(documents, tok, spec), candidates=candidates,
+        sharded=ShardedPools(spec, tok, base_dir=data_dir) if spec.data.uses("sharded") else None,
+    )  # fmt: skip
     if data is None:
         raise DataError(
             f"{spec.key} has no data to evaluate on at round block {at}", code="no_round_data"

@@ -45,13 +45,18 @@ def build_runtime(args: argparse.Namespace):
         progress=not args.quiet,
     )
     from crucible.scoring.releases import ReleaseLoader
+    from crucible.scoring.sources import ShardedPools
     from crucible.store.documents import DocumentStore
 
     documents = DocumentStore(args.store_dir)
     releases = {k: ReleaseLoader(documents, tokenizers[k], s) for k, s in active.items()}
+    sharded = {
+        k: ShardedPools(s, tokenizers[k], base_dir=args.data_dir)
+        for k, s in active.items() if s.data.uses("sharded")
+    }  # fmt: skip
     return ValidatorRuntime(
         chain_from(args), keys.hotkey, config, specs, tokenizers, pools, store_resolver(args),
-        documents=documents, releases=releases,
+        documents=documents, releases=releases, sharded=sharded,
     )  # fmt: skip
 
 

@@ -101,6 +101,11 @@ class DataSource(_Strict):
     text_column: str = Field(default="text", min_length=1, max_length=64)
     id_column: str | None = Field(default=None, min_length=1, max_length=64)
 
+    @property
+    def key(self) -> str:
+        """How a round names this source's pool: ``release``, ``held_out`` or ``sharded:<location>``."""
+        return self.kind if self.kind != "sharded" else f"sharded:{self.location}"
+
     @model_validator(mode="after")
     def _location(self) -> DataSource:
         if (self.kind == "sharded") != (self.location is not None):

@@ -21,8 +21,9 @@ from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import ResourceExhausted
 from crucible.scoring.compete import Contender, EpsilonSchedule, RoundScores, score_round
 from crucible.scoring.losses import batch_size_for_budget, per_sample_losses
-from crucible.scoring.round_data import RoundData, build_round_data, candidate_releases
+from crucible.scoring.round_data import RoundData, candidate_releases
 from crucible.scoring.sampling import is_eligible
+from crucible.scoring.sources import gather_round_data
 from crucible.validator.bundle import CompetitionRound
 from crucible.validator.probe import probe_miners, probe_windows
 from crucible.validator.runtime import ValidatorRuntime
@@ -111,14 +112,15 @@ def _probe(rt: ValidatorRuntime, spec: CompetitionSpec, neurons, models: dict[in
 def round_data_for(
     rt: ValidatorRuntime, spec: CompetitionSpec, mg: Metagraph, at: int, block_hash: str
 ) -> RoundData | None:
-    """The round's samples from the spec's sources (the newest good release, the held-out split)."""
+    """The round's samples from the spec's sources (the newest good release, the held-out split,
+    a sharded corpus)."""
     candidates, ignored = (
         candidate_releases(spec, mg, at) if spec.data.uses("release") else ([], {})
     )
-    loader = rt.releases.get(spec.id)
-    release, pool, passed = loader.choose(candidates) if loader is not None else (None, None, {})
-    pools = {"release": pool, "held_out": rt.pools.get(spec.id)}
-    return build_round_data(spec, block_hash, pools, release, {**ignored, **passed})
+    return gather_round_data(
+        spec, block_hash, held_out=rt.pools.get(spec.id), releases=rt.releases.get(spec.id),
+        candidates=candidates, sharded=rt.sharded.get(spec.id), ignored=ignored,
+    )  # fmt: skip
 
 
 def score_competition(

@@ -14,6 +14,7 @@ from crucible.models.fetch import FetchedModel
 from crucible.protocol.competition import CompetitionSpec
 from crucible.scoring.releases import ReleaseLoader
 from crucible.scoring.sampling import EvalPool
+from crucible.scoring.sources import ShardedPools
 from crucible.store.base import ModelStore
 from crucible.store.documents import DocumentStore
 
@@ -57,4 +58,5 @@ class ValidatorRuntime:
     resolve_store: Callable[[str], ModelStore]
     documents: DocumentStore | None = None  # where signed bundles are published
     releases: dict[str, ReleaseLoader] = field(default_factory=dict)  # per competition id
+    sharded: dict[str, ShardedPools] = field(default_factory=dict)  # per competition id
     loaded: dict[str, FetchedModel] = field(default_factory=dict)  # by content hash

@@ -25,7 +25,8 @@ from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import ChainError, CommitmentError, CrucibleError
 from crucible.scoring.losses import per_sample_losses
 from crucible.scoring.releases import ReleaseLoader
-from crucible.scoring.round_data import ReleaseRef, RoundData, build_round_data
+from crucible.scoring.round_data import ReleaseRef, RoundData
+from crucible.scoring.sources import ShardedPools, gather_round_data
 from crucible.scoring.windows import load_eval_pool
 from crucible.store.documents import DocumentStore
 from crucible.store.resolve import StoreResolver
@@ -159,11 +160,15 @@ def replay_round_data(
     release = next(
         (ReleaseRef(**src["release"]) for src in r.data_sources if src.get("release")), None
     )
-    pools = {
-        "held_out": load_eval_pool(data_dir, tok) if "held_out" in kinds else None,
-        "release": ReleaseLoader(documents, tok, spec).pool(release) if release else None,
-    }
-    return build_round_data(spec, r.block_hash, pools, release)
+    releases = ReleaseLoader(documents, tok, spec)
+    if release is not None:
+        releases.pool(release)  # raises why the bundle's release cannot be had (then kept by id)
+    return gather_round_data(
+        spec, r.block_hash,
+        held_out=load_eval_pool(data_dir, tok) if "held_out" in kinds else None,
+        releases=releases, candidates=[release] if release else [],
+        sharded=ShardedPools(spec, tok, base_dir=data_dir) if "sharded" in kinds else None,
+    )  # fmt: skip
 
 
 def reevaluate(

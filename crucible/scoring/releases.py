@@ -16,20 +16,14 @@ from transformers import PreTrainedTokenizerBase
 from crucible.corpus.releases import parse_release
 from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import CrucibleError, DataError
+from crucible.scoring.pools import pool_from_documents
 from crucible.scoring.round_data import ReleaseRef
 from crucible.scoring.sampling import EvalPool
 from crucible.store.documents import DocumentStore
 
-__all__ = ["RELEASES_KIND", "ReleaseLoader", "pool_of_documents"]
+__all__ = ["RELEASES_KIND", "ReleaseLoader"]
 
 RELEASES_KIND = "releases"
-
-
-def pool_of_documents(documents, tokenizer: PreTrainedTokenizerBase) -> EvalPool:
-    """Documents → token arrays (no special tokens, as the corpus is tokenized) in id order."""
-    texts = [d.text for d in documents]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    return EvalPool.from_documents([(d.doc_id, t) for d, t in zip(documents, ids, strict=True)])
 
 
 class ReleaseLoader:
@@ -52,7 +46,7 @@ class ReleaseLoader:
             raw, ref.release_id,
             max_bytes=self.spec.data.max_release_bytes, max_documents=self.spec.data.max_release_documents,
         )  # fmt: skip
-        pool = pool_of_documents(documents, self.tokenizer)
+        pool = pool_from_documents(documents, self.tokenizer)
         if not any(len(t) >= self.spec.model.sequence_length for t in pool.tokens):
             raise DataError(
                 f"no document of the release has {self.spec.model.sequence_length} tokens",

@@ -64,7 +64,8 @@ class RoundData:
     windows: np.ndarray
     sources: list[SourceUse]
     cutoff_block: int | None  # models must be committed eval_delay before this (a release's block)
-    ignored: dict[str, str] = field(default_factory=dict)  # hotkey → why its release was not used
+    # hotkey → why its release was not used; "sharded:<location>" → why that corpus gave nothing
+    ignored: dict[str, str] = field(default_factory=dict)
 
     @property
     def sample_ids(self) -> list[str]:
@@ -131,7 +132,7 @@ def _uses(
 ) -> list[_Use]:
     uses = []
     for source in spec.data.sources:
-        key = source.kind if source.kind != "sharded" else f"sharded:{source.location}"
+        key = source.key
         pool = pools.get(key)
         if source.kind == "release" and (release is None or pool is None):
             fallback = pools.get("held_out")
