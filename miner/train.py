@@ -1,10 +1,19 @@
 """The miner's training loop: AdamW, cosine schedule with warmup, gradient accumulation, clipping,
-mixed precision on GPU, periodic held-out loss, and checkpoints that survive ``kill -9``.
+mixed precision on GPU, periodic held-out loss, checkpoints that survive ``kill -9``, and
+data-parallel training under ``torchrun`` (DDP, or FSDP for models too big to replicate).
 
-Resuming is exact on the same machine: batches are a pure function of (seed, step, micro-step),
-the learning rate a pure function of the step, and a checkpoint holds the model, the AdamW moments
-(safetensors, never pickle) and the step counters (JSON), written to a temp dir and renamed into
-place.
+Resuming is exact on the same machine and process count: batches are a pure function of (seed,
+step, micro-step), the learning rate a pure function of the step, and a checkpoint holds the
+model, the AdamW moments by parameter name (safetensors, never pickle) and the step counters
+(JSON), written to a temp dir and renamed into place. Checkpoints hold full tensors, so a run
+started on N processes can resume on M.
+
+Throughput: the loss is ``linear_cross_entropy`` (the LM head and its gradient chunk by chunk,
+never the full logits) and AdamW is the fused kernel; see ``bench/train.py`` for the figures.
+
+Distributed (see ``crucible.miner.distributed``): ``batch_size`` is the global number of
+sequences per micro-step; each of the N ranks takes its contiguous 1/N of every global batch, so
+N processes see exactly the sequences one process would, and average the same loss.
 """
 
 from __future__ import annotations
@@ -24,12 +33,15 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
+from crucible.miner import distributed as dist
+from crucible.miner.distributed import SINGLE, STRATEGIES, Cluster
+from crucible.models.build import build_model
 from crucible.models.io import save_model_dir
 from crucible.protocol.errors import ConfigError
-from crucible.scoring.losses import per_sample_losses
+from crucible.scoring.losses import linear_cross_entropy, next_token_targets, per_sample_losses
 from crucible.store.atomic import fsync_file
 
-__all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
+__all__ = ["CausalLMLoss", "TrainConfig", "TrainResult", "batch_at", "lr_at", "train"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    parallel: str = "ddp"  # under torchrun: "ddp" (replicas) or "fsdp" (sharded state)
 
     def __post_init__(self) -> None:
         """Absurd settings are refused before anything is allocated or trained."""
@@ -69,6 +82,7 @@ class TrainConfig:
             "token_budget": self.token_budget is None or self.token_budget > 0,
             "eval_every": self.eval_every >= 0,  # 0: never
             "checkpoint_every": self.checkpoint_every >= 0,  # 0: only at the end
+            "parallel": self.parallel in STRATEGIES,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -99,17 +113,47 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def batch_at(tokens: np.ndarray, cfg: TrainConfig, step: int, micro: int) -> torch.Tensor:
+def batch_at(
+    tokens: np.ndarray, cfg: TrainConfig, step: int, micro: int, rows: slice = slice(None)
+) -> torch.Tensor:
+    """Rows ``rows`` of the global batch of (step, micro): ``batch_size`` windows drawn from
+    (seed, step, micro) alone, so every rank (and a resumed run) draws the same ones."""
     rng = np.random.default_rng([cfg.seed, step, micro])
-    starts = rng.integers(0, len(tokens) - cfg.sequence_length, size=cfg.batch_size)
+    starts = rng.integers(0, len(tokens) - cfg.sequence_length, size=cfg.batch_size)[rows]
     return torch.from_numpy(
         np.stack([tokens[s : s + cfg.sequence_length] for s in starts]).astype(np.int64)
     )
 
 
-def _optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
+class CausalLMLoss(torch.nn.Module):
+    """Mean next-token loss (nats) of ``model`` on a batch of token ids: the module DDP and FSDP
+    wrap. A plain bias-free LM head goes through ``linear_cross_entropy``; anything else through
+    the model's own loss."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        head = self.model.get_output_embeddings()
+        if head is None or getattr(head, "bias", None) is not None:
+            return self.model(input_ids=ids, labels=ids).loss
+        hidden = self.model.base_model(input_ids=ids).last_hidden_state
+        return linear_cross_entropy(
+            hidden.reshape(-1, hidden.shape[-1]), head.weight, next_token_targets(ids).reshape(-1)
+        )
+
+
+def _named_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """Trainable parameters by name, a tied one once (the names checkpoints use)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    named = _named_parameters(model)
+    decay = [p for _, p in named if p.dim() >= 2]
+    no_decay = [p for _, p in named if p.dim() < 2]
+    sharded = dist.is_sharded(model)
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
@@ -117,39 +161,48 @@ def _optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.AdamW:
         ],
         lr=cfg.lr,
         betas=(0.9, 0.95),
-        fused=False,
+        fused=not sharded,  # one kernel for all parameters; FSDP shards take the foreach path
+        foreach=True if sharded else None,
     )
 
 
-def _params(opt: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
-    return [p for group in opt.param_groups for p in group["params"]]
+def _moments(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Full CPU copies of the AdamW moments, by parameter name (a collective under FSDP: every
+    rank calls it, in the same order)."""
+    moments = {}
+    for name, p in _named_parameters(model):
+        state = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                moments[f"{name}.{key}"] = dist.full_tensor(state[key]).contiguous()
+        if "step" in state:
+            moments[f"{name}.step"] = state["step"].detach().cpu().reshape(-1)
+    return moments
+
+
+def _plain_model(model: PreTrainedModel) -> PreTrainedModel:
+    """An ordinary model with the trained weights: ``model`` itself, or for an FSDP-sharded one
+    a full CPU copy (a collective: every rank calls it; each gets the copy)."""
+    if not dist.is_sharded(model):
+        return model
+    weights = {name: dist.full_tensor(p) for name, p in model.state_dict().items()}
+    copy = build_model(model.config)
+    copy.load_state_dict(weights, strict=False)
+    if getattr(copy.config, "tie_word_embeddings", False):
+        copy.tie_weights()
+    return copy
 
 
 def save_checkpoint(
-    path: Path,
-    model: PreTrainedModel,
-    opt: torch.optim.Optimizer,
-    step: int,
-    tokens: int,
-    loss: float,
+    path: Path, model: PreTrainedModel, moments: dict[str, torch.Tensor], meta: dict[str, float]
 ) -> None:
+    """Write the checkpoint next to ``path`` and rename it into place (a crash leaves the old
+    one or the new one, never half of either)."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_dir(model, tmp / "model")
-    moments: dict[str, torch.Tensor] = {}
-    for i, p in enumerate(_params(opt)):
-        state = opt.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq", "step"):
-            if key in state:
-                moments[f"{i}.{key}"] = (
-                    state[key]
-                    .detach()
-                    .cpu()
-                    .contiguous()
-                    .reshape(-1 if key == "step" else state[key].shape)
-                )
     save_file(moments, str(tmp / "optimizer.safetensors"))
-    (tmp / "trainer.json").write_text(json.dumps({"step": step, "tokens": tokens, "loss": loss}))
+    (tmp / "trainer.json").write_text(json.dumps(meta))
     for f in (tmp / "optimizer.safetensors", tmp / "trainer.json"):
         fsync_file(f)
     old = path.with_name(path.name + ".old")
@@ -160,23 +213,99 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _restore(path: Path, model: PreTrainedModel, opt: torch.optim.Optimizer) -> tuple[int, int]:
-    from safetensors.torch import load_file as load
-
-    state = load(str(path / "model" / "model.safetensors"))
-    model.load_state_dict(state, strict=False)
+def _restore_weights(path: Path, model: PreTrainedModel) -> tuple[int, int]:
+    """The checkpoint's weights into the (not yet wrapped) model; its (step, tokens)."""
+    model.load_state_dict(load_file(str(path / "model" / "model.safetensors")), strict=False)
     if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
-    moments = load_file(str(path / "optimizer.safetensors"))
-    for i, p in enumerate(_params(opt)):
-        if f"{i}.exp_avg" in moments:
-            opt.state[p] = {
-                "step": moments[f"{i}.step"].reshape(()),
-                "exp_avg": moments[f"{i}.exp_avg"].to(p.device),
-                "exp_avg_sq": moments[f"{i}.exp_avg_sq"].to(p.device),
-            }
     meta = json.loads((path / "trainer.json").read_text())
     return meta["step"], meta["tokens"]
+
+
+def _restore_moments(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """AdamW moments by parameter name (checkpoints before names: by position in ``opt``)."""
+    moments = load_file(str(path / "optimizer.safetensors"))
+    named = dict(_named_parameters(model))
+    by_position = {
+        id(p): str(i) for i, p in enumerate(q for g in opt.param_groups for q in g["params"])
+    }
+    for name, p in named.items():
+        key = name if f"{name}.exp_avg" in moments else by_position[id(p)]
+        if f"{key}.exp_avg" not in moments:
+            continue
+        step = moments[f"{key}.step"].reshape(())
+        fused = opt.param_groups[0].get("fused")
+        opt.state[p] = {
+            "step": step.to(p.device) if fused else step,
+            "exp_avg": dist.like_parameter(moments[f"{key}.exp_avg"], p),
+            "exp_avg_sq": dist.like_parameter(moments[f"{key}.exp_avg_sq"], p),
+        }
+
+
+@dataclass
+class _Run:
+    """What the loop carries from step to step."""
+
+    step: int
+    seen: int
+    loss: float = math.nan
+    eval_loss: float | None = None
+    evaluated_at: int = -1
+    run_tokens: int = 0
+
+
+def _train_step(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, tokens: np.ndarray, cfg: TrainConfig,
+    cluster: Cluster, run: _Run, start: float,
+) -> bool:  # fmt: skip
+    """One optimizer step over ``grad_accum`` micro-batches; False once a budget says stop."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(run.step, cfg)
+    total = torch.zeros((), device=cfg.device)
+    rows, on_gpu = cluster.rows(cfg.batch_size), cfg.device.startswith("cuda")
+    for micro in range(cfg.grad_accum):
+        ids = batch_at(tokens, cfg, run.step, micro, rows).to(cfg.device)
+        with dist.gradient_sync(net, micro == cfg.grad_accum - 1):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+                loss = net(ids) / cfg.grad_accum
+            loss.backward()
+        total += loss.detach().float()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    run.step += 1
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.sequence_length
+    run.seen += tokens_per_step
+    run.run_tokens += tokens_per_step
+    out_of_time = cfg.time_budget_s is not None and time.monotonic() - start >= cfg.time_budget_s
+    # one collective per step: the global mean loss, and whether any rank is out of time
+    summed = dist.sum_across(torch.stack([total, total.new_tensor(float(out_of_time))]), cluster)
+    run.loss = float(summed[0]) / cluster.world
+    over_tokens = cfg.token_budget is not None and run.seen >= cfg.token_budget
+    return not (float(summed[1]) > 0 or over_tokens)
+
+
+def _held_out(
+    model: PreTrainedModel, net: torch.nn.Module, windows: np.ndarray, cfg: TrainConfig,
+    cluster: Cluster, run: _Run,
+) -> None:  # fmt: skip
+    """Held-out loss on rank 0 (a full copy of an FSDP model is gathered first)."""
+    plain = _plain_model(model)  # every rank: a collective under FSDP
+    if cluster.is_main:
+        run.eval_loss = per_sample_losses(
+            plain, windows, batch_size=cfg.batch_size, device=cfg.device
+        ).mean_loss
+    run.evaluated_at = run.step
+    net.train()
+
+
+def _checkpoint(
+    path: Path, model: PreTrainedModel, opt: torch.optim.Optimizer, run: _Run, cluster: Cluster
+) -> None:
+    moments, plain = _moments(model, opt), _plain_model(model)  # every rank: collectives
+    if cluster.is_main:
+        meta = {"step": run.step, "tokens": run.seen, "loss": run.loss}
+        save_checkpoint(path, plain, moments, meta)
 
 
 def train(
@@ -186,74 +315,71 @@ def train(
     *,
     eval_windows: np.ndarray | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    cluster: Cluster = SINGLE,
 ) -> TrainResult:
-    """Train ``model`` on the token stream; resumes from ``cfg.out_dir/checkpoint`` if present."""
+    """Train ``model`` on the token stream; resumes from ``cfg.out_dir/checkpoint`` if present.
+
+    Under torchrun, every rank calls this with the same arguments and ``cluster`` (its place),
+    inside ``distributed.process_group``; rank 0 alone writes.
+    """
     if len(tokens) <= cfg.sequence_length:
         raise ValueError("the token stream is shorter than one sequence")
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(
-        json.dumps({k: str(v) for k, v in asdict(cfg).items()}, indent=1)
-    )
+    cluster.rows(cfg.batch_size)  # refuse an uneven split before anything is built
+    out, checkpoint = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoint"
+    if cluster.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(
+            json.dumps({k: str(v) for k, v in asdict(cfg).items()}, indent=1)
+        )
     torch.manual_seed(cfg.seed)
     model.to(cfg.device).train()
-    opt = _optimizer(model, cfg)
-    checkpoint = out / "checkpoint"
     step, seen = (
-        _restore(checkpoint, model, opt) if (checkpoint / "trainer.json").exists() else (0, 0)
+        _restore_weights(checkpoint, model) if (checkpoint / "trainer.json").exists() else (0, 0)
     )
-    resumed_from = step
-    use_amp = cfg.device.startswith("cuda")
-    start = time.monotonic()
-    run_tokens = 0
-    loss_value = math.nan
-    eval_loss = None
+    net = dist.wrap(CausalLMLoss(model), cluster, cfg.parallel, cfg.device)
+    opt = _optimizer(model, cfg)
+    if step:
+        _restore_moments(checkpoint, model, opt)
+    run, resumed_from, start = _Run(step, seen), step, time.monotonic()
     bar = tqdm(
-        total=cfg.max_steps, initial=step, disable=not cfg.progress, desc="train", unit="step"
-    )
-    while step < cfg.max_steps:
-        if cfg.time_budget_s is not None and time.monotonic() - start >= cfg.time_budget_s:
-            break
-        if cfg.token_budget is not None and seen >= cfg.token_budget:
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        total = 0.0
-        for micro in range(cfg.grad_accum):
-            ids = batch_at(tokens, cfg, step, micro).to(cfg.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = model(input_ids=ids, labels=ids).loss / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-            seen += ids.numel()
-            run_tokens += ids.numel()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = total
+        total=cfg.max_steps, initial=step, disable=not (cfg.progress and cluster.is_main),
+        desc="train", unit="step",
+    )  # fmt: skip
+    going = cfg.token_budget is None or run.seen < cfg.token_budget
+    while going and run.step < cfg.max_steps:
+        going = _train_step(net, opt, tokens, cfg, cluster, run, start)
         elapsed = max(1e-9, time.monotonic() - start)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{run_tokens / elapsed:,.0f}")
+        bar.set_postfix(loss=f"{run.loss:.3f}", tok_s=f"{run.run_tokens / elapsed:,.0f}")
         if on_step is not None:
-            on_step(step, loss_value)
-        if eval_windows is not None and cfg.eval_every and step % cfg.eval_every == 0:
-            eval_loss = per_sample_losses(
-                model, eval_windows, batch_size=cfg.batch_size, device=cfg.device
-            ).mean_loss
-            model.train()
-            bar.write(f"step {step}: held-out loss {eval_loss:.4f}")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, opt, step, seen, loss_value)
+            on_step(run.step, run.loss)
+        if eval_windows is not None and cfg.eval_every and run.step % cfg.eval_every == 0:
+            _held_out(model, net, eval_windows, cfg, cluster, run)
+            if run.eval_loss is not None:
+                bar.write(f"step {run.step}: held-out loss {run.eval_loss:.4f}")
+        if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
+            _checkpoint(checkpoint, model, opt, run, cluster)
     bar.close()
-    if step != resumed_from:
-        save_checkpoint(checkpoint, model, opt, step, seen, loss_value)
-    if eval_windows is not None:
-        eval_loss = per_sample_losses(
-            model, eval_windows, batch_size=cfg.batch_size, device=cfg.device
-        ).mean_loss
+    return _finish(model, net, opt, eval_windows, cfg, cluster, run, resumed_from, start)
+
+
+def _finish(
+    model: PreTrainedModel, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    eval_windows: np.ndarray | None, cfg: TrainConfig, cluster: Cluster, run: _Run,
+    resumed_from: int, start: float,
+) -> TrainResult:  # fmt: skip
+    if run.step != resumed_from and not (
+        cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0
+    ):
+        _checkpoint(Path(cfg.out_dir) / "checkpoint", model, opt, run, cluster)
+    if eval_windows is not None and run.evaluated_at != run.step:
+        _held_out(model, net, eval_windows, cfg, cluster, run)
+    plain = _plain_model(model)  # every rank: a collective under FSDP
+    final = Path(cfg.out_dir) / "model"
+    if cluster.is_main:
+        final = save_model_dir(plain.eval().to("cpu"), final)
+    dist.barrier(cluster)  # the model is on disk when train() returns, on every rank
     model.eval()
-    final = save_model_dir(model.to("cpu"), out / "model")
     return TrainResult(
-        final, step, seen, time.monotonic() - start, loss_value, eval_loss, resumed_from
+        final, run.step, run.seen, time.monotonic() - start, run.loss, run.eval_loss, resumed_from
     )

@@ -54,12 +54,21 @@ def _leader_model(args: argparse.Namespace, spec):
     raise ModelRejected("missing", f"no verifiable committed model in {spec.key} to start from")
 
 
-def _initial_model(args: argparse.Namespace, spec, eos_token_id: int):
+def _initial_model(args: argparse.Namespace, spec, eos_token_id: int, cluster=None):
+    """The model to train; under torchrun rank 0 fetches a leader first, the others then read it
+    from the cache (never several processes writing the same cache entry)."""
+    from crucible.miner import distributed
     from crucible.models.build import ModelShape, build_config, build_model
     from crucible.models.io import load_model_dir
 
     if args.from_leader:
-        return _leader_model(args, spec)
+        cluster = cluster or distributed.SINGLE
+        if not cluster.is_main:
+            distributed.barrier(cluster)
+        model = _leader_model(args, spec)
+        if cluster.is_main:
+            distributed.barrier(cluster)
+        return model
     if args.init_from:
         return load_model_dir(args.init_from, spec.model).model
     shape = ModelShape(
@@ -77,30 +86,40 @@ def _initial_model(args: argparse.Namespace, spec, eos_token_id: int):
 @exits_cleanly
 def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.miner.distributed import cluster_from_env, process_group
     from crucible.miner.train import TrainConfig, train
     from crucible.scoring.sampling import select_samples
     from crucible.scoring.windows import load_eval_pool
 
     spec = spec_named(args)
+    cluster = cluster_from_env()
+    device = cluster.device(args.device)
     cfg = TrainConfig(
         out_dir=args.out, sequence_length=spec.model.sequence_length, batch_size=args.batch_size, grad_accum=args.grad_accum,
         lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, time_budget_s=args.time_budget,
         token_budget=args.token_budget, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-        seed=args.seed, device=args.device, progress=not args.quiet,
+        seed=args.seed, device=device, progress=not args.quiet, parallel=args.parallel,
     )  # fmt: skip
-    tok = load_tokenizer(args.specs / spec.model.tokenizer)
-    tokens = token_stream(args.data_dir, "train", tok)
-    model = _initial_model(args, spec, tok.eos_token_id)
-    pool = load_eval_pool(args.data_dir, tok)
-    held_out = select_samples(pool, args.seed, 16, spec.model.sequence_length)
-    windows = np.stack([pool.window(s, spec.model.sequence_length) for s in held_out])
-    result = train(model, tokens, cfg, eval_windows=windows)
-    print(
-        f"trained {result.steps} steps ({result.tokens:,} tokens, {result.seconds:.0f} s); held-out loss {result.eval_loss:.4f}; model in {result.model_dir}"
-    )
+    cluster.rows(cfg.batch_size)  # an uneven split is refused before any process group starts
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with process_group(cluster, device):
+        tok = load_tokenizer(args.specs / spec.model.tokenizer)
+        tokens = token_stream(args.data_dir, "train", tok)
+        model = _initial_model(args, spec, tok.eos_token_id, cluster)
+        pool = load_eval_pool(args.data_dir, tok)
+        held_out = select_samples(pool, args.seed, 16, spec.model.sequence_length)
+        windows = np.stack([pool.window(s, spec.model.sequence_length) for s in held_out])
+        result = train(model, tokens, cfg, eval_windows=windows, cluster=cluster)
+    if cluster.is_main:
+        where = f" on {cluster.world} processes ({args.parallel})" if cluster.distributed else ""
+        print(
+            f"trained {result.steps} steps{where} ({result.tokens:,} tokens, {result.seconds:.0f} s); held-out loss {result.eval_loss:.4f}; model in {result.model_dir}"
+        )
     return 0
 
 
@@ -165,11 +184,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 @exits_cleanly
 def cmd_eval(args: argparse.Namespace) -> int:
     from crucible.miner.selfeval import self_evaluate
+    from crucible.store.documents import DocumentStore
 
     keys = load_keys(args)
     report = self_evaluate(
         chain_from(args), args.netuid, spec_named(args), args.specs, args.data_dir, store_resolver(args), args.cache_dir,
         model_dir=args.model, hotkey=keys.hotkey.ss58_address, block=args.block,
+        documents=DocumentStore(args.store_dir),
     )  # fmt: skip
     print(report.to_text())
     return 0
@@ -190,7 +211,30 @@ def _command(add, name: str, fn, help_text: str) -> argparse.ArgumentParser:
     return p
 
 
+TRAIN_HELP = """train a model on the training split
+
+Resumable: a run folder's checkpoint (every --checkpoint-every steps, and at the end) is picked
+up by the same command after a crash or kill -9, and the resumed run ends with the same model.
+
+Several processes (data parallel), one per core or GPU, with torchrun:
+
+  torchrun --nproc-per-node 2 -m crucible.neurons.miner train --out runs/m1 --steps 2000
+  torchrun --nproc-per-node 8 -m crucible.neurons.miner train --competition small \\
+      --device cuda --parallel fsdp --batch-size 64 --hidden 768 --layers 12 --heads 12 --ffn 3072
+
+--batch-size is the global batch (sequences per micro-step over all processes; a multiple of
+--nproc-per-node): each process trains on its share, gradients are averaged, and the loss equals
+one process's on the same batch. Only rank 0 writes checkpoints and the model; a checkpoint holds
+full tensors, so a run resumes on any number of processes. CPUs use the gloo backend (torchrun
+gives each process 1 thread unless OMP_NUM_THREADS or --threads says otherwise), GPUs NCCL with
+one GPU per process (--device cuda becomes cuda:LOCAL_RANK). --parallel fsdp shards parameters,
+gradients and AdamW moments per decoder layer: for models whose training state does not fit one
+GPU several times over (the small competition on 8-16 GB cards).
+"""
+
+
 def _train_options(t: argparse.ArgumentParser) -> None:
+    t.description = TRAIN_HELP
     t.add_argument("--out", type=Path, default=Path(".crucible/train"), help="run folder")
     start = t.add_mutually_exclusive_group()
     start.add_argument(
@@ -224,6 +268,17 @@ def _train_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    t.add_argument(
+        "--parallel",
+        default="ddp",
+        choices=["ddp", "fsdp"],
+        help="under torchrun: replicate the model (ddp) or shard it per layer (fsdp)",
+    )
+    t.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per process (default: torch's, or OMP_NUM_THREADS)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

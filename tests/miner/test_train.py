@@ -1,4 +1,4 @@
-"""Training: loss goes down, and a run killed with kill -9 resumes to the same model."""
+"""Training: loss goes down, a run killed with kill -9 resumes to the same model, and the\ntraining loss is the model's own."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from crucible.miner.train import TrainConfig, lr_at, train
+from crucible.miner.train import CausalLMLoss, TrainConfig, lr_at, train
 from crucible.models.build import tiny_model
+from crucible.protocol.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
@@ -85,3 +88,41 @@ def test_a_killed_run_resumes_to_the_same_model(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a), (
         "the resumed run diverged from the uninterrupted one"
     )
+
+
+def test_the_training_loss_is_the_models_own_loss_with_its_gradients() -> None:
+    """``CausalLMLoss`` (the LM head chunk by chunk) against ``model(labels=...)``."""
+    ids = torch.from_numpy(np.random.default_rng(2).integers(0, 512, size=(3, 40)))
+    theirs, ours = tiny_model(), tiny_model()
+    want = theirs(input_ids=ids, labels=ids).loss
+    got = CausalLMLoss(ours)(ids)
+    want.backward()
+    got.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    for (name, a), b in zip(theirs.named_parameters(), ours.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_a_checkpoint_with_moments_by_position_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before moments were keyed by parameter name resume the same way."""
+    torch.set_num_threads(1)
+    cfg = TrainConfig(out_dir=tmp_path / "new", sequence_length=32, batch_size=4, max_steps=4, warmup_steps=2, checkpoint_every=2, progress=False)  # fmt: skip
+    reference = train(tiny_model(), _tokens(), cfg)
+    stopped = replace(cfg, out_dir=tmp_path / "old", token_budget=2 * 4 * 32)
+    assert train(tiny_model(), _tokens(), stopped).steps == 2
+    path = tmp_path / "old" / "checkpoint" / "optimizer.safetensors"
+    by_name = load_file(str(path))
+    model = tiny_model()
+    decay = [n for n, p in model.named_parameters() if p.dim() >= 2]
+    order = decay + [n for n, p in model.named_parameters() if p.dim() < 2]
+    save_file({k.replace(f"{n}.", f"{i}.", 1): v for i, n in enumerate(order) for k, v in by_name.items() if k.rsplit(".", 1)[0] == n}, str(path))  # fmt: skip
+    assert all(k.split(".")[0].isdigit() for k in load_file(str(path)))
+    resumed = train(tiny_model(seed=5), _tokens(), replace(cfg, out_dir=tmp_path / "old"))
+    a = load_file(str(reference.model_dir / "model.safetensors"))
+    b = load_file(str(resumed.model_dir / "model.safetensors"))
+    assert resumed.resumed_from == 2 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unknown_parallel_strategy_is_refused() -> None:
+    with pytest.raises(ConfigError, match="parallel='zero'"):
+        TrainConfig(out_dir=Path("."), parallel="zero")
