@@ -1,9 +1,10 @@
 """Gateway overhead: latency added over a direct signed miner call (p50/p99), and requests/s.
 
-A miner serving a trivial model (2 layers × 32, 512-token vocabulary) on loopback; the same
+A miner serving a trivial model (2 layers × 32, the 8k vocabulary) on loopback; the same
 generate request (1 new token) sent (a) directly with the signed client and (b) through the
-OpenAI-compatible gateway (API key, rate limit, metagraph ranking, commitment check, signature
-verification, usage log). Both sequential, same process, interleaved.
+OpenAI-compatible gateway (API key, rate limit, ranking by incentive and latency, the miner's
+signed stream verified frame by frame, commitment check, usage log). Both sequential, same
+process, interleaved; then 16 concurrent callers through the gateway, whole and streamed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from crucible.competitions import specs_dir
 from crucible.corpus.tokenizer import load_tokenizer  # noqa: E402
 from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server  # noqa: E402
 from crucible.models.build import tiny_model  # noqa: E402
-from crucible.protocol.messages import GENERATE_PATH, GenerateRequest, GenerateResponse  # noqa: E402
+from crucible.protocol.messages import (  # noqa: E402
+    GENERATE_PATH,
+    GENERATE_STREAM_PATH,
+    GenerateRequest,
+    GenerateResponse,
+)
 from crucible.server import Access, RoutePolicy, run_in_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,19 +69,24 @@ async def run(miner_target: Target, client_kp: Keypair, gateway_url: str) -> dic
             if i >= 10:  # warm-up excluded
                 direct.append((middle - start) * 1000)
                 through.append((end - middle) * 1000)
-        start = time.perf_counter()
-        sem = asyncio.Semaphore(16)
+        rates = []
+        for payload in (body, {**body, "stream": True}):
+            start = time.perf_counter()
+            sem = asyncio.Semaphore(16)
 
-        async def one():
-            async with (
-                sem,
-                http.post(f"{gateway_url}/v1/completions", json=body, headers=headers) as resp,
-            ):
-                await resp.read()
+            async def one(payload=payload, sem=sem):
+                async with (
+                    sem,
+                    http.post(
+                        f"{gateway_url}/v1/completions", json=payload, headers=headers
+                    ) as resp,
+                ):
+                    await resp.read()
+                    assert resp.status == 200, resp.status
 
-        await asyncio.gather(*(one() for _ in range(N)))
-        rate = N / (time.perf_counter() - start)
-    return {"direct": direct, "gateway": through, "rate": [rate]}
+            await asyncio.gather(*(one() for _ in range(N)))
+            rates.append(N / (time.perf_counter() - start))
+    return {"direct": direct, "gateway": through, "rate": rates}
 
 
 def main() -> None:
@@ -105,7 +116,15 @@ def main() -> None:
         access=Access.SIGNED, rate_per_s=1e6, burst=10**6, max_concurrent=1000
     )
     miner = build_miner_server(
-        miner_kp, node, 1, slot, policies={GENERATE_PATH: open_limits, "/v1/info": open_limits}
+        miner_kp,
+        node,
+        1,
+        slot,
+        policies={
+            GENERATE_PATH: open_limits,
+            GENERATE_STREAM_PATH: open_limits,
+            "/v1/info": open_limits,
+        },
     )
     with run_in_thread(miner.app) as running:
         node.submit(
@@ -132,6 +151,7 @@ def main() -> None:
         "added_p99_ms": round(pct(through, 0.99) - pct(direct, 0.99), 2),
         "paired_added_p50_ms": round(statistics.median(added), 2),
         "gateway_req_s_16_concurrent": round(samples["rate"][0], 1),
+        "gateway_streamed_req_s_16_concurrent": round(samples["rate"][1], 1),
     }
     print(f"{'path':10} {'p50 ms':>8} {'p99 ms':>8}   ({N} sequential requests, 1 new token)")
     print(f"{'direct':10} {figures['direct_p50_ms']:>8} {figures['direct_p99_ms']:>8}")
@@ -139,7 +159,10 @@ def main() -> None:
     print(
         f"added by the gateway: p50 {figures['added_p50_ms']} ms, p99 {figures['added_p99_ms']} ms (target ≤ 5 ms at p50)"
     )
-    print(f"through the gateway at 16 concurrent: {figures['gateway_req_s_16_concurrent']} req/s")
+    print(
+        f"through the gateway at 16 concurrent: {figures['gateway_req_s_16_concurrent']} req/s, "
+        f"streamed {figures['gateway_streamed_req_s_16_concurrent']} req/s"
+    )
     print(json.dumps(figures))
 
 

@@ -22,10 +22,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         timeout_s=args.timeout,
     )
+    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    if args.stream:
+        return _ask_streaming(subnet, args, sampling)
     answer = subnet.ask(
         args.prompt,
         max_tokens=args.max_tokens,
-        sampling=SamplingParams(temperature=args.temperature, seed=args.seed),
+        sampling=sampling,
     )
     if args.json:
         print(json.dumps(answer.__dict__, indent=1))
@@ -35,6 +38,29 @@ def cmd_ask(args: argparse.Namespace) -> int:
             f"\n— uid {answer.uid} ({answer.hotkey[:10]}…), {answer.latency_ms:.0f} ms, serving {answer.commitment}",
             file=sys.stderr,
         )
+    return 0
+
+
+def _ask_streaming(subnet, args: argparse.Namespace, sampling) -> int:
+    """Print the answer as the miner produces it; who answered goes to stderr at the end."""
+    from crucible.client.subnet import Delta, Finished, Started
+
+    started = None
+    for item in subnet.stream(
+        args.prompt, max_new_tokens=args.max_tokens, sampling=sampling, stop=args.stop or []
+    ):
+        if isinstance(item, Started):
+            started = item
+        elif isinstance(item, Delta):
+            print(item.text, end="", flush=True)
+        elif isinstance(item, Finished) and started is not None:
+            print()
+            print(
+                f"\n— uid {started.uid} ({started.hotkey[:10]}…), first token {started.ttft_ms:.0f} ms, "
+                f"{item.latency_ms:.0f} ms, {item.completion_tokens} tokens ({item.finish_reason}), "
+                f"serving {started.commitment}",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -68,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("prompt", help="the text to continue")
     a.add_argument("--max-tokens", type=int, default=32, help="new tokens at most")
     a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    a.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    a.add_argument("--stop", action="append", help="stop before this text (repeatable)")
+    a.add_argument(
+        "--stream", action="store_true", help="print tokens as they come (one miner, best first)"
+    )
     a.add_argument("--seed", type=int, default=0, help="sampling seed")
     a.add_argument("--top-k", type=int, default=3, help="miners asked at once")
     a.add_argument("--json", action="store_true", help="machine-readable output")

@@ -12,26 +12,35 @@ never raises for a remote failure: it returns a ``CallResult`` whose ``code`` sa
     best = [r.value for r in results if r.ok]
 
 CLIs without an event loop use ``query(...)``.
+
+Streams (``open_stream``) are signed in-band (crucible-stream/1, ``protocol.auth``): opening one
+never raises either — ``EventStream.opened`` is the ``CallResult`` of the request (a refusal
+before the stream starts is a signed JSON error, as for ``call``) — and iterating it yields
+verified ``(kind, message)`` events and raises ``StreamBroken`` (with a ``code``) the moment the
+stream cannot be believed or ends in an error: ``bad_stream_signature``, ``unsigned_stream``,
+``bad_stream``, ``bad_response``, ``timeout``, ``transport_error``, ``stream_truncated`` or the
+server's own error code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from crucible.chain.interface import Neuron
-from crucible.protocol.auth import Signer, sign_request, verify_response
-from crucible.protocol.errors import AuthError, ConfigError, RequestError
-from crucible.protocol.messages import ErrorResponse, parse_message
+from crucible.protocol.auth import Signer, StreamVerifier, sign_request, verify_response
+from crucible.protocol.errors import AuthError, ConfigError, CrucibleError, RequestError
+from crucible.protocol.messages import STREAM_ERROR, ErrorResponse, parse_message
+from crucible.server.streaming import FrameDecoder
 
-__all__ = ["CallResult", "SignedClient", "Target", "query"]
+__all__ = ["CallResult", "EventStream", "SignedClient", "StreamBroken", "Target", "query"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -65,6 +74,102 @@ class CallResult(Generic[T]):
     latency_ms: float
     value: T | None = None
     error: str = ""
+
+
+class StreamBroken(CrucibleError):
+    """A stream that cannot be believed, or that ended in an error (``code`` says which)."""
+
+    code = "stream_broken"
+
+
+class EventStream:
+    """An open signed stream (module doc). ``opened`` tells whether it started; iterate it for
+    ``(kind, message)`` events; ``close()`` (or ``async with``) ends it early."""
+
+    def __init__(
+        self,
+        opened: CallResult[Any],
+        response: aiohttp.ClientResponse | None = None,
+        verifier: StreamVerifier | None = None,
+        kinds: Mapping[str, type[BaseModel]] | None = None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.opened = opened
+        self._response, self._verifier, self._kinds = response, verifier, kinds or {}
+        self._decoder = FrameDecoder(max_bytes)
+        self._left = max_bytes
+        self._pending: list[Any] = []
+        self._ended = response is None
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> tuple[str, BaseModel]:
+        while not self._pending:
+            if self._ended:
+                raise StopAsyncIteration
+            chunk = await self._read()
+            try:
+                self._pending.extend(self._decoder.feed(chunk))
+            except RequestError as exc:
+                raise self._broken(exc.code, exc.message) from None
+        frame = self._pending.pop(0)
+        try:
+            self._verifier.frame(frame.kind, frame.data, frame.signature, last=frame.last)
+        except AuthError as exc:
+            raise self._broken(exc.code, exc.message) from None
+        if frame.kind == STREAM_ERROR:
+            self._ended = True
+            try:
+                detail = parse_message(ErrorResponse, frame.data).error
+            except RequestError:
+                raise self._broken(
+                    "bad_response", "the error frame is not a Crucible error"
+                ) from None
+            raise self._broken(detail.code, detail.message)
+        model = self._kinds.get(frame.kind)
+        if model is None:
+            raise self._broken("bad_stream", f"unexpected {frame.kind!r} frame")
+        try:
+            message = model.model_validate_json(frame.data)
+        except ValidationError as exc:
+            raise self._broken("bad_response", f"invalid {model.__name__}: {exc}"[:500]) from None
+        if frame.last:
+            self._ended = True
+            await self.close()
+        return frame.kind, message
+
+    async def _read(self) -> bytes:
+        try:
+            chunk = await self._response.content.readany()
+        except asyncio.TimeoutError:
+            raise self._broken("timeout", "no frame in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._broken("transport_error", f"{type(exc).__name__}: {exc}") from None
+        if not chunk:
+            raise self._broken("stream_truncated", "the stream ended before its last frame")
+        self._left -= len(chunk)
+        if self._left < 0:
+            raise self._broken("response_too_large", "the stream exceeds the response limit")
+        return chunk
+
+    def _broken(self, code: str, message: str) -> StreamBroken:
+        self._ended = True
+        if self._response is not None:
+            self._response.close()
+        return StreamBroken(message, code=code)
+
+    async def close(self) -> None:
+        self._ended = True
+        if self._response is not None:
+            self._response.close()  # a stream's connection is not reused
+            self._response = None
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class SignedClient:
@@ -153,6 +258,80 @@ class SignedClient:
                 *(self._send(t, verb, path, body, response_model, timeout) for t in targets)
             )
         )
+
+    async def open_stream(
+        self,
+        target: Target,
+        path: str,
+        request: BaseModel,
+        kinds: Mapping[str, type[BaseModel]],
+        *,
+        timeout_s: float | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> EventStream:
+        """POST ``request`` to a streaming route; never raises for a remote failure (see
+        ``EventStream``). ``kinds`` maps each frame kind to its message model; ``timeout_s``
+        bounds the whole stream, ``idle_timeout_s`` (default: ``timeout_s``) each wait."""
+        start = time.perf_counter()
+        total = timeout_s or self.timeout_s
+
+        def result(code: str, status: int | None, error: str = "", ok: bool = False):
+            latency = (time.perf_counter() - start) * 1000
+            return CallResult(target, ok, code, status, latency, None, error)
+
+        body = request.model_dump_json().encode()
+        headers = sign_request(
+            self.keypair, method="POST", path=path, body=body, receiver_ss58=target.hotkey
+        )
+        nonce = int(headers["X-Bittensor-Nonce"])
+        headers["Content-Type"] = "application/json"
+        url = URL(target.url.rstrip("/") + path, encoded=True)
+        timeout = aiohttp.ClientTimeout(total=total, sock_read=idle_timeout_s or total)
+        try:
+            resp = await self._get_session().request(
+                "POST", url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            )
+        except asyncio.TimeoutError:
+            return EventStream(result("timeout", None, f"no answer within {total:g}s"))
+        except aiohttp.ClientConnectorError as exc:
+            return EventStream(
+                result("unreachable", None, f"cannot connect to {target.url}: {exc.os_error}")
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return EventStream(result("transport_error", None, f"{type(exc).__name__}: {exc}"))
+        if resp.status == 200 and resp.content_type == "text/event-stream":
+            verifier = StreamVerifier(
+                method="POST", path=path, request_nonce_ns=nonce, expected_hotkey_ss58=target.hotkey
+            )
+            return EventStream(
+                result("ok", 200, ok=True), resp, verifier, kinds, self.max_response_bytes
+            )
+        try:
+            raw = await self._read_limited(resp)
+        except RequestError as exc:
+            return EventStream(result(exc.code, resp.status, exc.message))
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            return EventStream(result("transport_error", resp.status, f"{type(exc).__name__}"))
+        finally:
+            resp.release()
+        return EventStream(self._judge(target, "POST", path, resp, raw, nonce, result))
+
+    def _judge(self, target, method, path, resp, raw, nonce, result) -> CallResult[Any]:
+        """A non-stream answer to a stream request: a verified error (or a bad answer)."""
+        try:
+            verify_response(
+                resp.headers, raw, method=method, path=path, status=resp.status,
+                request_nonce_ns=nonce, expected_hotkey_ss58=target.hotkey,
+            )  # fmt: skip
+        except AuthError as exc:
+            return result(exc.code, resp.status, exc.message)
+        if resp.status == 200:
+            return result("bad_response", 200, "a 200 answer that is not an event stream")
+        try:
+            detail = parse_message(ErrorResponse, raw).error
+            return result(detail.code, resp.status, detail.message)
+        except RequestError:
+            return result(f"http_{resp.status}", resp.status, "error body is not a Crucible error")
 
     async def _send(
         self,

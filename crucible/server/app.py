@@ -16,6 +16,16 @@ Handlers are ``async def handler(request, ctx) -> response_model``; they may rai
 handler: it is logged with its traceback and answered 500 ``internal_error``; the server keeps
 serving.
 
+Streaming routes (``stream_route``) run the same pipeline; their handler returns, under the
+route's timeout, an async iterator of ``(kind, message)`` events — so a request refused before
+its first event (by admission, say) is an ordinary signed error with its status — and the
+server sends them as signed server-sent events (``server.streaming``, crucible-stream/1). The
+per-hotkey concurrency slot is held until the stream ends, and the whole stream must end
+within the route's timeout.
+
+A route's per-hotkey limits are ``RoutePolicy.rate_per_s``/``burst``/``max_concurrent``, or
+``RoutePolicy.validator`` for a caller holding a validator permit.
+
 Usage::
 
     server = NeuronServer(hotkey_keypair, chain, netuid)
@@ -29,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,14 +47,16 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from crucible.chain.interface import Chain, Neuron
 from crucible.protocol.auth import (
     DEFAULT_ALLOWED_SKEW_S,
     DEFAULT_MAX_AGE_S,
+    RESPONSE_HOTKEY_HEADER,
     NonceStore,
     Signer,
+    StreamSigner,
     new_nonce_store,
     request_nonce,
     sign_response,
@@ -56,8 +68,9 @@ from crucible.server.errors import HandlerTimeout, status_for
 from crucible.server.limits import ConcurrencyLimiter, RateLimiter
 from crucible.server.metagraph_cache import MetagraphCache
 from crucible.server.policy import RoutePolicy, check_access
+from crucible.server.streaming import StreamEvents, stream_frames
 
-__all__ = ["CallContext", "Handler", "NeuronServer", "error_response_body"]
+__all__ = ["CallContext", "Handler", "NeuronServer", "StreamHandler", "error_response_body"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +89,13 @@ class CallContext:
 
 
 Handler = Callable[[Any, CallContext], Awaitable[BaseModel]]
+StreamHandler = Callable[[Any, CallContext], Awaitable[StreamEvents]]
+
+
+@dataclass(frozen=True)
+class _Limits:
+    rate: RateLimiter
+    concurrency: ConcurrencyLimiter
 
 
 @dataclass(frozen=True)
@@ -83,11 +103,17 @@ class _Route(Generic[Req, Resp]):
     method: str
     path: str
     request_model: type[Req] | None
-    response_model: type[Resp]
-    handler: Handler
+    response_model: type[Resp] | None  # None: a streaming route
+    handler: Handler | StreamHandler
     policy: RoutePolicy
     rate: RateLimiter
     concurrency: ConcurrencyLimiter
+    validator_limits: _Limits | None = None
+
+    def limits_for(self, neuron: Neuron | None) -> _Limits:
+        if self.validator_limits is not None and neuron is not None and neuron.validator_permit:
+            return self.validator_limits
+        return _Limits(self.rate, self.concurrency)
 
 
 def error_response_body(code: str, message: str) -> bytes:
@@ -103,6 +129,22 @@ def _request_target(request: Request) -> str:
     target = path.decode("latin-1")
     query = scope.get("query_string") or b""
     return f"{target}?{query.decode('latin-1')}" if query else target
+
+
+class _EventStream(StreamingResponse):
+    """A streaming response that always runs ``cleanup`` once it is over, however it ended."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], cleanup: Callable[[], Awaitable[None]], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
 
 
 class NeuronServer:
@@ -162,10 +204,33 @@ class NeuronServer:
         method: str | None = None,
     ) -> None:
         """Serve ``handler`` at ``path``. ``request_model=None`` means an empty body (GET)."""
+        self._add(path, request_model, response_model, handler, policy, method)
+
+    def stream_route(
+        self,
+        path: str,
+        request_model: type[Req],
+        handler: Callable[[Req, CallContext], Awaitable[StreamEvents]],
+        *,
+        policy: RoutePolicy | None = None,
+    ) -> None:
+        """Serve ``handler``'s events at ``path`` (POST) as a signed event stream (module doc)."""
+        self._add(path, request_model, None, handler, policy, "POST")
+
+    def _add(
+        self,
+        path: str,
+        request_model: type[BaseModel] | None,
+        response_model: type[BaseModel] | None,
+        handler: Handler | StreamHandler,
+        policy: RoutePolicy | None,
+        method: str | None,
+    ) -> None:
         method = (method or ("GET" if request_model is None else "POST")).upper()
         if (method, path) in self._routes:
             raise ConfigError(f"route {method} {path} is already registered")
         policy = policy or self.default_policy
+        tier = policy.validator
         route: _Route[Any, Any] = _Route(
             method=method,
             path=path,
@@ -175,6 +240,11 @@ class NeuronServer:
             policy=policy,
             rate=RateLimiter(policy.rate_per_s, policy.burst),
             concurrency=ConcurrencyLimiter(policy.max_concurrent),
+            validator_limits=None
+            if tier is None
+            else _Limits(
+                RateLimiter(tier.rate_per_s, tier.burst), ConcurrencyLimiter(tier.max_concurrent)
+            ),
         )
         self._routes[(method, path)] = route
 
@@ -209,6 +279,7 @@ class NeuronServer:
     async def _serve(self, route: _Route[Any, Any], request: Request) -> Response:
         target = _request_target(request)
         nonce = request_nonce(request.headers)
+        slot = ExitStack()  # the caller's concurrency slot: a stream takes it along
         try:
             body = await self._read_body(request, route.policy.max_body_bytes)
             caller = verify_request(
@@ -228,8 +299,10 @@ class NeuronServer:
                 hotkey=caller.hotkey_ss58,
                 netuid=self.netuid,
             )
-            route.rate.acquire(caller.hotkey_ss58)
-            with route.concurrency.slot(caller.hotkey_ss58):
+            limits = route.limits_for(neuron)
+            limits.rate.acquire(caller.hotkey_ss58)
+            with slot:
+                slot.enter_context(limits.concurrency.slot(caller.hotkey_ss58))
                 if route.request_model is None:
                     if body:
                         raise RequestError(f"{route.path} takes no body", code="malformed")
@@ -245,6 +318,8 @@ class NeuronServer:
                     raise HandlerTimeout(
                         f"{route.path} took longer than {route.policy.timeout_s:g}s"
                     ) from None
+                if route.response_model is None:
+                    return self._stream(route, target, nonce, result, slot.pop_all())
             if not isinstance(result, route.response_model):
                 raise TypeError(
                     f"handler for {route.path} returned {type(result).__name__}, "
@@ -260,6 +335,26 @@ class NeuronServer:
             log.exception("handler for %s %s failed", route.method, route.path)
             body = error_response_body("internal_error", "the handler failed; see server logs")
             return self._respond(route.method, target, 500, body, nonce)
+
+    def _stream(
+        self, route: _Route[Any, Any], target: str, nonce: int, events: Any, slot: ExitStack
+    ) -> Response:
+        """The handler's events as a signed stream; ``slot`` is released when it ends."""
+        signer = StreamSigner(
+            self.keypair, method=route.method, path=target, request_nonce_ns=nonce
+        )
+        frames = stream_frames(events, signer, timeout_s=route.policy.timeout_s)
+
+        async def cleanup() -> None:
+            # also when the client left before the first frame: close what never started
+            try:
+                await frames.aclose()
+                await events.aclose()
+            finally:
+                slot.close()
+
+        headers = {RESPONSE_HOTKEY_HEADER: self.hotkey, "Cache-Control": "no-store"}
+        return _EventStream(frames, cleanup, headers=headers, media_type="text/event-stream")
 
     def _respond(self, method: str, target: str, status: int, body: bytes, nonce: int) -> Response:
         headers = sign_response(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from crucible.chain.interface import Neuron
 from crucible.protocol.errors import AuthError, ConfigError
 
-__all__ = ["Access", "RoutePolicy", "check_access"]
+__all__ = ["Access", "RoutePolicy", "TierLimits", "check_access"]
 
 
 class Access(enum.Enum):
@@ -19,8 +19,26 @@ class Access(enum.Enum):
 
 
 @dataclass(frozen=True)
+class TierLimits:
+    """Per-hotkey limits for callers holding a validator permit on a route.
+
+    A permit is what the protocol sells allowances for: it is bought with stake, and the chain,
+    not the server, decides who holds one. So a validator's traffic (its probes, the OpenAI
+    gateway it runs) gets its own, higher allowance instead of the one meant for strangers."""
+
+    rate_per_s: float = 50.0
+    burst: int = 100
+    max_concurrent: int = 32
+
+    def __post_init__(self) -> None:
+        if self.rate_per_s <= 0 or self.burst < 1 or self.max_concurrent < 1:
+            raise ConfigError("tier limits must be positive (rate_per_s, burst, max_concurrent)")
+
+
+@dataclass(frozen=True)
 class RoutePolicy:
-    """Access rule and limits of one route. Rate and concurrency limits are per caller hotkey."""
+    """Access rule and limits of one route. Rate and concurrency limits are per caller hotkey;
+    ``validator`` (when set) replaces them for callers holding a validator permit."""
 
     access: Access = Access.REGISTERED
     min_stake_rao: int = 0
@@ -29,6 +47,7 @@ class RoutePolicy:
     max_concurrent: int = 8
     timeout_s: float = 30.0
     max_body_bytes: int = 256 * 1024
+    validator: TierLimits | None = None
 
     def __post_init__(self) -> None:
         if self.rate_per_s <= 0 or self.burst < 1 or self.max_concurrent < 1:

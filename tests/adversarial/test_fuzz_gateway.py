@@ -2,7 +2,8 @@
 
 A real chain, a real miner serving a real tiny model on 127.0.0.1 with its commitment on chain,
 the real ``Subnet`` client and the gateway in front of it: fuzzed requests with a valid API key
-on ``/v1/completions`` and ``/v1/models`` (and the wrong methods and paths around them).
+on ``/v1/completions``, ``/v1/chat/completions`` (streamed or not, every parameter the gateway
+serves or refuses) and ``/v1/models`` (and the wrong methods and paths around them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from crucible.competitions import specs_dir
 from crucible.corpus.tokenizer import load_tokenizer
 from crucible.miner.serve import ModelSlot, ServedModel, ServingLimits, build_miner_server
 from crucible.models.build import tiny_model
-from crucible.protocol.messages import GENERATE_PATH, INFO_PATH
+from crucible.protocol.messages import GENERATE_PATH, GENERATE_STREAM_PATH, INFO_PATH
 from crucible.server import Access, RoutePolicy, RunningServer, run_in_thread
 from tests.server.conftest import open_net
 from tests.server.rawhttp import RawHttp
@@ -40,8 +41,13 @@ class Gateway:
     http: RawHttp
 
     def send(self, method: str, path: str, body: bytes, key: str = KEY) -> tuple[int, dict]:
+        """(status, JSON body); a stream comes back as ``{"stream": [chunk, …]}``."""
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         status, raw = self.http.send(method, path, body, headers)
+        if status == 200 and raw.startswith(b"data: "):
+            events = [e.removeprefix(b"data: ") for e in raw.split(b"\n\n") if e]
+            assert events[-1] == b"[DONE]" or b'"error"' in events[-1], raw[-300:]
+            return status, {"stream": [json.loads(e) for e in events if e != b"[DONE]"]}
         return status, json.loads(raw)
 
 
@@ -60,7 +66,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             net.chain,
             net.netuid,
             ModelSlot(served),
-            policies={GENERATE_PATH: trusted, INFO_PATH: trusted},
+            policies={GENERATE_PATH: trusted, GENERATE_STREAM_PATH: trusted, INFO_PATH: trusted},
             limits=ServingLimits(max_new_tokens=MAX_TOKENS, public_max_new_tokens=MAX_TOKENS),
         )
         with run_in_thread(miner.app) as running_miner:
@@ -95,21 +101,68 @@ json_values = st.recursive(
 prompts = st.text(min_size=1, max_size=80) | st.lists(
     st.text(min_size=1, max_size=40), min_size=1, max_size=3
 )
+prompts = prompts | st.lists(st.integers(0, 8191) | edge_ints, min_size=1, max_size=12)
+models = st.sampled_from(["crucible-subnet", "crucible-subnet", "crucible-subnet", "gpt-4", ""])
+stops = st.none() | st.text(max_size=4) | st.lists(st.text(max_size=4), max_size=5)
+shared = {
+    "max_tokens": st.integers(0, MAX_TOKENS) | st.integers(1, MAX_TOKENS) | edge_ints,
+    "temperature": st.just(0.0) | st.floats(1e-3, 2.0) | edge_floats | st.none(),
+    "top_p": st.floats(1e-3, 1.0) | edge_floats | st.none(),
+    "seed": st.none() | st.integers(0, 2**63 - 1) | edge_ints,
+    "n": st.integers(1, 2) | edge_ints,
+    "stream": st.booleans(),
+    "stream_options": st.none() | st.fixed_dictionaries({"include_usage": st.booleans()}),
+    "stop": stops,
+    "user": st.text(max_size=20),
+    "presence_penalty": st.sampled_from([0, 0.0, 0.5, None]),
+    "logit_bias": st.none() | st.just({}) | st.just({"5": 1.0}),
+}
 near_completion = st.fixed_dictionaries(
-    {"model": st.just("crucible-subnet"), "prompt": prompts},
+    {"model": models, "prompt": prompts},
     optional={
-        "max_tokens": st.integers(1, MAX_TOKENS) | st.integers(1, MAX_TOKENS) | edge_ints,
-        "temperature": st.just(0.0) | st.floats(1e-3, 2.0) | edge_floats,
-        "top_p": st.floats(1e-3, 1.0) | edge_floats,
-        "seed": st.none() | st.integers(0, 2**63 - 1) | edge_ints,
-        "n": st.integers(1, 2),
-        "stream": st.just(False),
-        "user": st.text(max_size=20),
+        **shared,
+        "logprobs": st.none() | st.integers(0, 5) | edge_ints,
+        "echo": st.booleans(),
+        "suffix": st.none() | st.text(max_size=3),
+        "best_of": st.none() | st.integers(0, 3),
     },
 )
 loose_completion = st.dictionaries(
-    st.sampled_from(["model", "prompt", "max_tokens", "temperature", "top_p", "seed", "x"]),
+    st.sampled_from(
+        ["model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "logprobs",
+         "echo", "stream", "n", "x"]
+    ),
     json_values | prompts,
+    max_size=6,
+)  # fmt: skip
+content = st.text(max_size=40) | st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=20)}
+    ),
+    max_size=3,
+)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "x"]),
+         "content": content | st.none()}
+    ),
+    min_size=0,
+    max_size=4,
+)  # fmt: skip
+near_chat = st.fixed_dictionaries(
+    {"model": models, "messages": messages},
+    optional={
+        **shared,
+        "max_completion_tokens": st.none() | st.integers(0, MAX_TOKENS) | edge_ints,
+        "logprobs": st.booleans() | st.none(),
+        "top_logprobs": st.none() | st.integers(0, 20) | edge_ints,
+        "tools": st.none() | st.just([]) | st.just([{"type": "function"}]),
+        "response_format": st.none() | st.just({"type": "text"}) | st.just({"type": "json_object"}),
+    },
+)
+loose_chat = st.dictionaries(
+    st.sampled_from(["model", "messages", "max_tokens", "temperature", "stream", "n", "logprobs"]),
+    json_values | messages,
     max_size=6,
 )
 pathological = st.sampled_from(
@@ -136,6 +189,19 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 anything = encoded(json_values) | st.binary(max_size=200) | pathological
 
 
+def _check_answer(status: int, answer: dict, kind: str) -> None:
+    assert status < 500, (status, answer)
+    if status != 200:
+        assert answer["error"]["code"] and answer["error"]["message"], answer
+        assert set(answer["error"]) == {"message", "type", "param", "code"}
+        return
+    for chunk in answer.get("stream", [answer]):
+        if "error" in chunk:  # a stream may end in an error event, never in a 500
+            assert chunk["error"]["code"] != "internal_error", chunk
+            continue
+        assert chunk["object"] in (kind, kind + ".chunk") and "choices" in chunk
+
+
 @FUZZ
 @given(
     body=st.one_of(
@@ -148,11 +214,18 @@ anything = encoded(json_values) | st.binary(max_size=200) | pathological
 )
 def test_fuzzed_completions_never_get_a_500(gateway: Gateway, body: bytes) -> None:
     status, answer = gateway.send("POST", "/v1/completions", body)
-    assert status < 500, (status, answer)
-    if status == 200:
-        assert answer["object"] == "text_completion" and answer["choices"]
-    else:
-        assert answer["error"]["code"] and answer["error"]["message"]
+    _check_answer(status, answer, "text_completion")
+
+
+@FUZZ
+@given(
+    body=st.one_of(
+        encoded(near_chat), encoded(near_chat), encoded(near_chat), encoded(loose_chat), anything
+    )
+)
+def test_fuzzed_chat_completions_never_get_a_500(gateway: Gateway, body: bytes) -> None:
+    status, answer = gateway.send("POST", "/v1/chat/completions", body)
+    _check_answer(status, answer, "chat.completion")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,8 +240,15 @@ def test_fuzzed_models_requests_never_get_a_500(
 ) -> None:
     status, answer = gateway.send(method, path, body)
     assert status < 500, (status, answer)
-    if status == 200:
-        assert answer["object"] == "list" and answer["data"][0]["id"] == "crucible-subnet"
+    if status == 200 and answer["object"] == "list":
+        assert answer["data"][0]["id"] == "crucible-subnet"
+    elif status == 200:
+        assert answer == {
+            "id": "crucible-subnet",
+            "object": "model",
+            "created": 0,
+            "owned_by": "crucible",
+        }
     else:
         assert answer["error"]["code"] and answer["error"]["message"]
 
@@ -182,6 +262,12 @@ def test_fuzzed_models_requests_never_get_a_500(
         ({"prompt": ["Thou", ""]}, 400, "malformed"),
         ({"prompt": "Thou", "max_tokens": MAX_TOKENS + 1}, 400, "limit_exceeded"),
         ({"prompt": "x" * (1 << 20)}, 413, "body_too_large"),
+        ({"prompt": "Thou", "model": "gpt-4"}, 404, "model_not_found"),
+        ({"prompt": "Thou", "suffix": "!"}, 400, "unsupported_parameter"),
+        ({"prompt": "Thou", "n": 17}, 400, "malformed"),
+        ({"prompt": ["Thou"] * 9, "n": 2}, 400, "malformed"),
+        ({"prompt": "Thou", "stop": ["a"] * 5}, 400, "malformed"),
+        ({"prompt": [1 << 20]}, 400, "malformed"),
     ],
 )
 def test_what_used_to_500_is_a_4xx_with_a_code(
@@ -189,6 +275,26 @@ def test_what_used_to_500_is_a_4xx_with_a_code(
 ) -> None:
     got, answer = gateway.send("POST", "/v1/completions", json.dumps(body).encode())
     assert (got, answer["error"]["code"]) == (status, code)
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+        ({"messages": [{"role": "user", "content": None}]}, "messages"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 21}, "top_logprobs"),
+    ],
+)
+def test_bad_chat_requests_are_400s_naming_the_param(
+    gateway: Gateway, body: dict, param: str
+) -> None:
+    got, answer = gateway.send("POST", "/v1/chat/completions", json.dumps(body).encode())
+    assert got == 400 and answer["error"]["param"] == param, answer
 
 
 def test_unknown_routes_and_methods_answer_in_the_openai_error_shape(gateway: Gateway) -> None:
@@ -204,4 +310,7 @@ def test_the_gateway_still_completes_after_the_fuzzers(gateway: Gateway) -> None
     status, answer = gateway.send("POST", "/v1/completions", body)
     assert status == 200, answer
     assert [c["index"] for c in answer["choices"]] == [0, 1]
-    assert answer["usage"]["completion_tokens"] >= 2
+    assert answer["usage"]["completion_tokens"] >= 2 and answer["usage"]["prompt_tokens"] == 4
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": True}
+    status, answer = gateway.send("POST", "/v1/chat/completions", json.dumps(chat).encode())
+    assert status == 200 and answer["stream"][0]["choices"][0]["delta"]["role"] == "assistant"
