@@ -136,7 +136,8 @@ def fetch_and_verify(
         if exc.code in PERMANENT_STORE_ERRORS:  # a store-ref no store accepts: a bad commitment
             raise ModelRejected(exc.code, str(exc)) from exc
         raise ModelUnavailable(  # e.g. the Hub switched off on this validator (hub_offline)
-            f"cannot reach the store of {commitment.store_ref}: {exc.message} ({exc.code})", fix=exc.fix
+            f"cannot reach the store of {commitment.store_ref}: {exc.message} ({exc.code})",
+            fix=exc.fix,
         ) from exc
     path = _get_with_retries(
         store, commitment, Path(cache_dir), spec.model.max_bytes, retries, backoff_s
