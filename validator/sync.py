@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from crucible.chain.interface import Metagraph, Neuron
 from crucible.models.fetch import FetchedModel, evict_cache, fetch_and_verify
 from crucible.protocol.errors import CrucibleError, ModelRejected
+from crucible.protocol.release import ReleaseCommitment
 from crucible.validator.anchor import parse_anchor
 from crucible.validator.runtime import ValidatorRuntime
 from crucible.validator.state import ModelEntry, ValidatorState
@@ -80,8 +81,12 @@ def _fetch_one(
 def sync_models(rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState) -> SyncedModels:
     out = SyncedModels()
     for neuron in mg.neurons:
-        if neuron.commitment is None or parse_anchor(neuron.commitment.data) is not None:
-            state.models.pop(neuron.uid, None)  # no model: nothing, or a validator's bundle anchor
+        if (
+            neuron.commitment is None
+            or parse_anchor(neuron.commitment.data) is not None  # a validator's bundle anchor
+            or ReleaseCommitment.looks_like(neuron.commitment.data)  # a publisher's data release
+        ):
+            state.models.pop(neuron.uid, None)  # not a model commitment
             continue
         entry = state.models.get(neuron.uid)
         same = (

@@ -92,3 +92,25 @@ def test_an_unreachable_store_records_nothing_and_a_bad_model_is_recorded(
         and state.models[uid["hub"]].status == "ok"
     )
     assert state.models[uid["hostile"]].status == "bad_config"
+
+
+def test_a_data_release_and_a_bundle_anchor_are_not_models_to_reject(
+    node, neuron_factory, tmp_path: Path
+) -> None:
+    """The owner's release and a validator's anchor are commitments too: the model sync passes
+    over them (recording a rejection would show the owner as a broken miner)."""
+    from crucible.protocol.release import ReleaseCommitment
+    from crucible.validator.anchor import ANCHOR_PREFIX
+
+    validator = neuron_factory("anchor-validator", stake_tao=100)
+    publisher = neuron_factory("release-publisher")
+    release = str(ReleaseCommitment("local", "ab" * 32))
+    for hotkey, data in ((publisher.hotkey, release), (validator.hotkey, ANCHOR_PREFIX + "cd" * 32)):  # fmt: skip
+        node.submit(SetCommitment(netuid=1, data=data), hotkey).raise_for_failure()
+    node.step(1)
+    config = ValidatorConfig(1, tmp_path / "validator")
+    rt = ValidatorRuntime(node, validator.hotkey, config, {SPEC.id: SPEC}, {}, {}, lambda ref: None)
+    state = ValidatorState()
+    synced = sync_models(rt, node.metagraph(1), state)
+    assert publisher.uid not in state.models and validator.uid not in state.models
+    assert publisher.uid not in synced.ok and publisher.uid not in synced.held
