@@ -52,6 +52,7 @@ T = TypeVar("T")
 HUB_BOOKKEEPING = (".cache", ".gitattributes")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REVISION = re.compile(r"^[0-9a-f]{7,64}$")
+_FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 MAX_FILES = 256  # a model repo holds a handful; a listing this long is refused unread
 _CHUNK = 1 << 20
 
@@ -322,7 +323,9 @@ def plan_download(
     commit = getattr(info, "sha", None)
     if (
         not isinstance(commit, str)
-        or not _REVISION.match(commit)
+        or not _FULL_COMMIT.fullmatch(
+            commit
+        )  # the Hub names a commit in full; anything else is not a pin
         or not commit.startswith(revision)
     ):
         raise StoreError(

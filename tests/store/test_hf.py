@@ -10,7 +10,7 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crucible.protocol.errors import StoreError
@@ -236,6 +236,9 @@ _SIBLING = st.fixed_dictionaries(
 
 
 @settings(max_examples=150, deadline=None)
+@example(
+    sha=SHA[:12], siblings=[{"rfilename": "config.json", "size": 0}], max_bytes=0
+)  # a short sha is no pin
 @given(
     sha=st.sampled_from([SHA, SHA[:12], "f" * 40, None, 7, ""]),
     siblings=st.none() | st.lists(_SIBLING, max_size=6),
