@@ -15,12 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	# the dashboard's browser test drives Debian's chromium (never a Playwright browser download)
+	command -v chromium >/dev/null || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
+# make demo KEEP=1 keeps the subnet and its dashboard up, live, until Ctrl-C
 demo: $(STAMP)
-	$(PY) -m crucible.neurons.demo
+	KEEP=$(KEEP) $(PY) -m crucible.neurons.demo
 
 # Mutation testing of the scoring core (slow: not part of `make test`); prints a table and a JSON line.
 mutate: $(STAMP)

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -342,7 +343,7 @@ def train(
         _restore_moments(checkpoint, model, opt)
     run, resumed_from, start = _Run(step, seen), step, time.monotonic()
     bar = tqdm(
-        total=cfg.max_steps, initial=step, disable=not (cfg.progress and cluster.is_main),
+        total=cfg.max_steps, initial=step, disable=not (cfg.progress and cluster.is_main and sys.stderr.isatty()),
         desc="train", unit="step",
     )  # fmt: skip
     going = cfg.token_budget is None or run.seen < cfg.token_budget

@@ -13,11 +13,14 @@ from pathlib import Path
 from crucible.competitions import specs_dir
 from crucible.neurons.lifecycle import Stopped, install_stop_handlers
 from crucible.neurons.options import apply_offline, describe, resolve
+from crucible.observe.logs import LOG_FORMATS, configure_logging
 from crucible.protocol.errors import ConfigError, CrucibleError
 
 __all__ = [
     "HelpFormatter",
+    "add_log_options",
     "add_store_options",
+    "configure_logs",
     "chain_from",
     "exits_cleanly",
     "load_specs",
@@ -60,10 +63,32 @@ def subcommands(parser: argparse.ArgumentParser) -> Callable[..., argparse.Argum
         p = sub.add_parser(
             name, help=help_text, description=help_text, formatter_class=HelpFormatter
         )
-        p.set_defaults(fn=fn)
+        p.set_defaults(fn=fn, log_neuron=parser.prog)
+        add_log_options(p)
         return p
 
     return add
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="log lines: JSON (one event per line) or human; auto = human on a terminal",
+    )
+
+
+def configure_logs(args: argparse.Namespace, neuron: str | None = None) -> None:
+    """Structured logging on stderr, once per process (``observe.logs``); the level is
+    ``CRUCIBLE_LOG_LEVEL`` (debug adds one ``request`` event per request served)."""
+    name = neuron or getattr(args, "log_neuron", None) or "crucible"
+    level = os.environ.get("CRUCIBLE_LOG_LEVEL", "info").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            f"CRUCIBLE_LOG_LEVEL={level.lower()!r} is not debug, info, warning or error"
+        )
+    configure_logging(name, getattr(args, "log_format", "auto"), level=getattr(logging, level))
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -110,9 +135,9 @@ def exits_cleanly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         install_stop_handlers()
         try:
+            configure_logs(args)
             return fn(args)
         except CrucibleError as exc:
             print(f"error [{exc.code}]: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ the local chain:
 
 transparency (no wallet needed):
   audit             check every validator's weights on chain against its published, signed bundle
+  dashboard         a read-only web page of the subnet (chain, metagraph, leaderboards), live
 
 tools:
   yuma              one Yuma epoch: JSON on stdin, JSON on stdout
@@ -54,11 +55,18 @@ def _audit(rest: list[str]) -> int:
     return main(rest)
 
 
+def _dashboard(rest: list[str]) -> int:
+    from crucible.neurons.dashboard import main
+
+    return main(rest)
+
+
 TOOLS: dict[str, Callable[[list[str]], int]] = {
     "localnet": _localnet,
     "yuma": _yuma,
     "data": _data,
     "audit": _audit,
+    "dashboard": _dashboard,
 }
 
 

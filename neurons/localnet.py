@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from crucible.chain.interface import Hyperparameters
 from crucible.chain.local.client import DEFAULT_LOCALNET_URL
-from crucible.neurons.common import new_parser
+from crucible.neurons.common import add_log_options, configure_logs, new_parser
 from crucible.neurons.lifecycle import announce_ready, stops_on_signals
 from crucible.protocol.errors import ConfigError, CrucibleError
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'default' when it has one)",
     )
     parser.add_argument("--no-faucet", action="store_true", help="disable the dev faucet")
+    add_log_options(parser)
     group = parser.add_argument_group(
         "hyperparameters (a new subnet gets the real chain's defaults)"
     )
@@ -199,6 +200,11 @@ def _serve(node, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        configure_logs(args, "crucible-localnet")
+    except CrucibleError as exc:
+        print(f"crucible localnet: error [{exc.code}]: {exc}", file=sys.stderr)
+        return exc.exit_code
     with stops_on_signals("crucible localnet", f"state in {args.data_dir}"):
         try:
             node = _open_node(args)

@@ -13,16 +13,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # package → the packages it may import (besides itself). Ranks, lowest first:
-#   protocol · chain, store, competitions · models, corpus · scoring, server · client
-#   · miner, validator · neurons
+#   protocol · observe · chain, store, competitions · models, corpus · scoring, server · client
+#   · miner, validator · dashboard · neurons
 ALLOWED: dict[str, frozenset[str]] = {}
 _RANKS: list[tuple[str, ...]] = [
     ("protocol",),
+    ("observe",),
     ("chain", "store", "competitions"),
     ("models", "corpus"),
     ("scoring", "server"),
     ("client",),
     ("miner", "validator"),
+    ("dashboard",),
     ("neurons",),
 ]
 for _rank, _packages in enumerate(_RANKS):

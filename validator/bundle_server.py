@@ -4,6 +4,8 @@
 exactly as stored; anyone (``crucible audit`` holds no keys) may call them, each client address
 within a token bucket. No request is signed and no answer needs to be: a bundle carries its own
 signature and its id is anchored on chain, so the reader checks what it gets either way.
+``GET /metrics`` answers the validator's Prometheus metrics (``observe.metrics``) when a registry
+is given: public and cheap, and nothing in it is secret.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 
+from crucible.observe.metrics import CONTENT_TYPE, render
 from crucible.protocol.errors import StoreError
 from crucible.server.errors import RateLimited
 from crucible.server.limits import RateLimiter
@@ -36,6 +40,7 @@ def build_bundle_server(
     *,
     rate_per_s: float = 5.0,
     burst: int = 20,
+    metrics: CollectorRegistry | None = None,
 ) -> FastAPI:
     """``latest_id`` names this validator's newest bundle (a store may hold other validators')."""
     app = FastAPI(
@@ -69,6 +74,12 @@ def build_bundle_server(
         if not _ID.match(bundle_id):
             return _error(400, "bad_ref", "a bundle id is 64 lowercase hex digits")
         return answer(bundle_id)
+
+    if metrics is not None:
+
+        @app.get("/metrics")
+        def prometheus() -> Response:
+            return Response(content=render(metrics), media_type=CONTENT_TYPE)
 
     @app.get("/health")
     def health() -> dict[str, object]:

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from crucible.chain.interface import Metagraph
 from crucible.chain.weights import weights_to_u16
+from crucible.observe.logs import log_event
 from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import ChainError
 from crucible.protocol.version import CODE_VERSION
@@ -78,16 +81,48 @@ def _score(rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState):
         except ChainError as exc:
             log.warning("%s: round block %d unavailable: %s", spec.id, at, exc)
             continue
+        started = time.perf_counter()
         scored = score_competition(rt, spec, mg, at, block_hash, synced.ok, synced.held, state)
         if scored is None:
             continue
         record, scores = scored
+        _count_evaluation(rt, spec, record, time.perf_counter() - started)
 
         state.ema[spec.id] = scores.ema_after
         state.last_round_block[spec.id] = at
         state.serving_failed[spec.id] = record.serving_failed
         rounds.append(record)
     return rounds, carried
+
+
+def _count_evaluation(
+    rt: ValidatorRuntime, spec: CompetitionSpec, record: CompetitionRound, seconds: float
+) -> None:
+    models = len(record.losses)
+    tokens = models * len(record.sample_ids) * spec.model.sequence_length
+    rt.metrics.models_evaluated.inc(models)
+    if seconds > 0 and tokens:
+        rt.metrics.eval_tokens_per_s.set(tokens / seconds)
+    log_event(log, "competition_scored", competition=spec.id, round_block=record.round_block,
+              models=models, tokens=tokens, seconds=round(seconds, 3))  # fmt: skip
+
+
+_WEIGHT_OUTCOMES = ("set", "committed", "revealed", "reveal", "skipped", "refused")
+
+
+def _finish(rt: ValidatorRuntime, outcome: RoundOutcome, scored: bool, models: int) -> RoundOutcome:
+    """Count and log the round once it is over (its state is already saved)."""
+    kind = re.match(r"[a-z]*", outcome.set_weights.split("; then ")[-1]).group()
+    rt.metrics.rounds.labels("scored" if scored else "skipped").inc()
+    rt.metrics.round_block.set(outcome.block)
+    rt.metrics.weights.labels(kind if kind in _WEIGHT_OUTCOMES else "other").inc()
+    log_event(log, "weights", block=outcome.block, outcome=outcome.set_weights,
+              uids=len(outcome.weights))  # fmt: skip
+    log_event(log, "round_finished", block=outcome.block, scored=scored,
+              models_evaluated=models, rejections=len(outcome.rejections),
+              bundle=outcome.bundle_path.name if outcome.bundle_path else None,
+              published=outcome.published)  # fmt: skip
+    return outcome
 
 
 def _burn_uid(mg: Metagraph) -> int | None:
@@ -98,6 +133,7 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
     cfg = rt.config
     reveal = try_reveal(rt, state)
     mg = rt.chain.metagraph(cfg.netuid)
+    log_event(log, "round_started", block=mg.block, netuid=cfg.netuid, neurons=mg.n)
     rounds, carried = _score(rt, mg, state)
     rejections = {
         uid: f"{e.status}: {e.reason}" for uid, e in state.models.items() if e.status != "ok"
@@ -113,7 +149,9 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
             else "no round block available"
         )
         skipped = f"skipped: {why}" if reveal is None else f"{reveal}; round skipped: {why}"
-        return RoundOutcome(mg.block, None, {}, skipped, rejections, anchored)
+        return _finish(
+            rt, RoundOutcome(mg.block, None, {}, skipped, rejections, anchored), False, 0
+        )
     state.ema_hotkeys = {n.uid: n.hotkey for n in mg.neurons}
     bundle = Bundle(
         code_version=CODE_VERSION, validator_hotkey=rt.keypair.ss58_address, netuid=cfg.netuid, block=mg.block,
@@ -130,4 +168,5 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
     published = publish_bundle(rt, signed, state)
     state.last_report = RoundReport(block=mg.block, set_weights=outcome, published=published)
     save_state(state, cfg.state_path)
-    return RoundOutcome(mg.block, bundle_path, weights, outcome, rejections, published)
+    done = RoundOutcome(mg.block, bundle_path, weights, outcome, rejections, published)
+    return _finish(rt, done, True, sum(len(r.losses) for r in rounds))

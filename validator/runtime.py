@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from transformers import PreTrainedTokenizerBase
 
 from crucible.chain.interface import Chain, Signer
 from crucible.models.fetch import FetchedModel
+from crucible.observe.metrics import ValidatorMetrics
 from crucible.protocol.competition import CompetitionSpec
 from crucible.scoring.releases import ReleaseLoader
 from crucible.scoring.sampling import EvalPool
@@ -60,3 +62,5 @@ class ValidatorRuntime:
     releases: dict[str, ReleaseLoader] = field(default_factory=dict)  # per competition id
     sharded: dict[str, ShardedPools] = field(default_factory=dict)  # per competition id
     loaded: dict[str, FetchedModel] = field(default_factory=dict)  # by content hash
+    # this validator's own registry (served at /metrics next to its bundles)
+    metrics: ValidatorMetrics = field(default_factory=lambda: ValidatorMetrics(CollectorRegistry()))

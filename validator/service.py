@@ -89,7 +89,9 @@ def serve_bundles(
     def latest() -> str | None:
         return state.last_bundle.removesuffix(".json") if state.last_bundle else None
 
-    running = run_in_thread(build_bundle_server(rt.documents, latest), host, port)
+    running = run_in_thread(
+        build_bundle_server(rt.documents, latest, metrics=rt.metrics.registry), host, port
+    )
     mg = rt.chain.metagraph(rt.config.netuid)
     me = mg.by_hotkey(rt.keypair.ss58_address)
     if (

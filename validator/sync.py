@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from crucible.chain.interface import Metagraph, Neuron
 from crucible.models.fetch import FetchedModel, evict_cache, fetch_and_verify
+from crucible.observe.logs import log_event
 from crucible.protocol.errors import CrucibleError, ModelRejected
 from crucible.protocol.release import ReleaseCommitment
 from crucible.validator.anchor import parse_anchor
@@ -59,10 +60,14 @@ def _fetch_one(
         )
     except ModelRejected as exc:
         state.models[neuron.uid] = _entry(neuron, status=exc.reason, reason=exc.message)
+        rt.metrics.models_rejected.labels(exc.reason).inc()
+        log_event(log, "model_rejected", level=logging.WARNING, uid=neuron.uid,
+                  reason=exc.reason, message=exc.message[:300])  # fmt: skip
         return
     except CrucibleError as exc:  # transient (store down, out of memory) or not ours to judge
         if exc.transient:
-            log.warning("uid %d held this round (not the miner's fault): %s", neuron.uid, exc)
+            log_event(log, "model_held", level=logging.WARNING, uid=neuron.uid, code=exc.code,
+                      message=exc.message[:300])  # fmt: skip
         else:
             log.exception("uid %d held this round: unexpected %s", neuron.uid, exc.code)
         out.held[neuron.uid] = f"{exc.code}: {exc.message}"[:300]
@@ -76,6 +81,8 @@ def _fetch_one(
         neuron, status="ok", content_hash=fetched.content_hash, path=str(fetched.path)
     )
     out.ok[neuron.uid] = fetched
+    log_event(log, "model_fetched", uid=neuron.uid, content_hash=fetched.content_hash,
+              competition=fetched.commitment.competition)  # fmt: skip
 
 
 def sync_models(rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState) -> SyncedModels:

@@ -12,10 +12,12 @@ is committed and must stay read-only.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, load_dataset
+from datasets.utils.logging import disable_progress_bar
 from transformers import PreTrainedTokenizerBase
 
 from crucible.corpus.fetch import CorpusPaths
@@ -55,6 +57,8 @@ def tokenized_documents(
     cache_dir: Path | None = None,
 ) -> Dataset:
     """``id`` and ``input_ids`` (no special tokens) per document, cached by ``datasets``."""
+    if not sys.stderr.isatty():  # "Map:" / "Generating split" bars are noise in a log file
+        disable_progress_bar()
     docs = load_documents(source, split, cache_dir=cache_dir)
 
     def encode(batch: dict) -> dict:

@@ -30,6 +30,7 @@ allocated: ~10 % less time per forward and backward and ~80 % fewer page faults 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -178,6 +179,11 @@ def per_sample_losses(
     return EvalResult(losses, count * (length - 1), time.perf_counter() - start, None, batch_size)
 
 
+def _bars(progress: bool) -> bool:
+    """Progress bars only when asked for and stderr is a terminal (never in a log file)."""
+    return progress and sys.stderr.isatty()
+
+
 def _batched_means(
     model: torch.nn.Module, windows: np.ndarray, batch_size: int, device: str, progress: bool
 ) -> torch.Tensor:
@@ -188,7 +194,7 @@ def _batched_means(
         means = torch.empty(count, dtype=torch.float32, device=device)
         ids = torch.from_numpy(windows).to(device)
         batches = range(0, count, batch_size)
-        for i in tqdm(batches, disable=not progress, desc="eval", unit="batch"):
+        for i in tqdm(batches, disable=not _bars(progress), desc="eval", unit="batch"):
             means[i : i + batch_size] = next_token_nll(model, ids[i : i + batch_size])[:, :-1].mean(
                 dim=1
             )
@@ -223,7 +229,7 @@ def per_sample_losses_many(
         except Exception as exc:  # noqa: BLE001 — the caller records it against this model
             return exc
 
-    bar = tqdm(total=len(models), disable=not progress, desc="eval", unit="model")
+    bar = tqdm(total=len(models), disable=not _bars(progress), desc="eval", unit="model")
     if count == 1:
         outcomes = _counted(map(one, models), bar)
     else:

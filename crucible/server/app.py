@@ -32,24 +32,33 @@ Usage::
     server.route("/v1/generate", GenerateRequest, GenerateResponse, generate,
                  policy=RoutePolicy(access=Access.VALIDATOR, timeout_s=20))
     running = run_in_thread(server.app)        # tests / demo; or serve(server.app, host, port)
+
+``GET /metrics`` is public and unsigned: the Prometheus text of ``server.registry`` (requests by
+route template, method and status, with a latency histogram; an app may register more metrics
+there). Each answered request is also logged as a ``request`` event (route, method, status,
+latency, the caller's role — never a key or signature): at debug level, or warning for a 5xx.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from crucible.chain.interface import Chain, Neuron
+from crucible.observe.logs import log_event
+from crucible.observe.metrics import CONTENT_TYPE, HttpMetrics, render
 from crucible.protocol.auth import (
     DEFAULT_ALLOWED_SKEW_S,
     DEFAULT_MAX_AGE_S,
@@ -122,6 +131,12 @@ def error_response_body(code: str, message: str) -> bytes:
     return ErrorResponse(error=detail).model_dump_json().encode()
 
 
+def _role(neuron: Neuron | None) -> str:
+    if neuron is None:
+        return "unregistered"
+    return "validator" if neuron.validator_permit else "registered"
+
+
 def _request_target(request: Request) -> str:
     """Path plus ``?query`` exactly as the client sent it: what btauth/1 signs."""
     scope = request.scope
@@ -179,6 +194,21 @@ class NeuronServer:
         self._routes: dict[tuple[str, str], _Route[Any, Any]] = {}
         self.app = FastAPI(title=title, lifespan=self._lifespan, openapi_url=None, docs_url=None)
         self.app.add_exception_handler(StarletteHTTPException, self._http_exception)
+        self.registry = CollectorRegistry()  # this server's own (tests run several per process)
+        self.http_metrics = HttpMetrics(self.registry)
+        self.app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
+
+    async def _metrics(self) -> Response:
+        return Response(render(self.registry), media_type=CONTENT_TYPE)
+
+    def _observed(self, request: Request, route: str, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.http_metrics.observe(route, request.method, status, seconds)
+        role = getattr(request.state, "crucible_role", "unauthenticated")
+        # debug: a line per request would cost more than the request (metrics count them all)
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        log_event(log, "request", level=level, route=route, method=request.method, status=status,
+                  latency_ms=round(seconds * 1000, 2), role=role)  # fmt: skip
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -227,7 +257,7 @@ class NeuronServer:
         method: str | None,
     ) -> None:
         method = (method or ("GET" if request_model is None else "POST")).upper()
-        if (method, path) in self._routes:
+        if (method, path) in self._routes or path == "/metrics":
             raise ConfigError(f"route {method} {path} is already registered")
         policy = policy or self.default_policy
         tier = policy.validator
@@ -277,6 +307,12 @@ class NeuronServer:
         return b"".join(chunks)
 
     async def _serve(self, route: _Route[Any, Any], request: Request) -> Response:
+        started = time.perf_counter()
+        response = await self._handle(route, request)
+        self._observed(request, route.path, response.status_code, started)
+        return response
+
+    async def _handle(self, route: _Route[Any, Any], request: Request) -> Response:
         target = _request_target(request)
         nonce = request_nonce(request.headers)
         slot = ExitStack()  # the caller's concurrency slot: a stream takes it along
@@ -293,11 +329,10 @@ class NeuronServer:
                 allowed_skew_s=self.allowed_skew_s,
             )
             nonce = caller.nonce_ns
+            found = self.metagraph.lookup(caller.hotkey_ss58)
+            request.state.crucible_role = _role(found)
             neuron = check_access(
-                self.metagraph.lookup(caller.hotkey_ss58),
-                route.policy,
-                hotkey=caller.hotkey_ss58,
-                netuid=self.netuid,
+                found, route.policy, hotkey=caller.hotkey_ss58, netuid=self.netuid
             )
             limits = route.limits_for(neuron)
             limits.rate.acquire(caller.hotkey_ss58)
@@ -369,8 +404,11 @@ class NeuronServer:
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         """404 / 405 from routing, in our error format and signed like everything else."""
+        started = time.perf_counter()
         status = getattr(exc, "status_code", 500)
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
         body = error_response_body(code, f"{request.method} {request.url.path}: {code}")
         nonce = request_nonce(request.headers)
-        return self._respond(request.method, _request_target(request), status, body, nonce)
+        response = self._respond(request.method, _request_target(request), status, body, nonce)
+        self._observed(request, "unmatched", status, started)  # the path itself is untrusted
+        return response

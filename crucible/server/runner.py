@@ -24,6 +24,7 @@ def _config(app: Any, log_level: str, loop: str, http: str) -> uvicorn.Config:
         app,
         log_level=log_level,
         access_log=False,
+        log_config=None,  # uvicorn's lines go through the entry point's handler (observe.logs)
         lifespan="on",
         timeout_graceful_shutdown=2,
         loop=loop,
@@ -116,5 +117,7 @@ def serve(
     on_started: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` in the foreground until SIGINT/SIGTERM (what a neuron's ``serve`` runs)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, log_config=None
+    )
     _AnnouncingServer(config, on_started).run()

@@ -36,9 +36,11 @@ class NodeProcess:
             "--tempo", "10", "--commit-reveal-enabled", "false", "--weights-rate-limit", "2",
             *self.extra,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # stderr (the node's JSON log lines) goes to a file: an unread pipe fills up and blocks
+        # the node mid-write once it has logged ~64 KiB
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{self.port}.stderr.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         chain = LocalChain(self.url, timeout_s=5)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -47,9 +49,13 @@ class NodeProcess:
                 return chain
             except Exception:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    err = self.stderr_text()
                     raise RuntimeError(f"node did not start: {err[-2000:]}") from None
                 time.sleep(0.1)
+
+    def stderr_text(self) -> str:
+        """What the node wrote to stderr so far (its log)."""
+        return self.log_path.read_text(errors="replace")
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -9,7 +9,16 @@ import sys
 import pytest
 
 from crucible.chain.yuma import __main__ as yuma
-from crucible.neurons import audit, chain_commands, client, data, localnet, miner, validator
+from crucible.neurons import (
+    audit,
+    chain_commands,
+    client,
+    dashboard,
+    data,
+    localnet,
+    miner,
+    validator,
+)
 from crucible.protocol.errors import ConfigError
 
 PARSERS = {
@@ -20,6 +29,7 @@ PARSERS = {
     "crucible data": data.build_parser,
     "crucible yuma": yuma.build_parser,
     "crucible audit": audit.build_parser,
+    "crucible dashboard": dashboard.build_parser,
     "crucible": chain_commands.build_parser,
 }
 

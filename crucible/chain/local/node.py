@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from crucible.chain.hyperparameters import genesis_refusal
 from crucible.chain.interface import (
     Call,
@@ -53,6 +55,9 @@ from crucible.chain.local.epoch import block_step
 from crucible.chain.local.extrinsic import MAX_INT, SignedExtrinsic, canonical_bytes, sign_call
 from crucible.chain.local.runtime import Runtime
 from crucible.chain.local.state import open_db, read_hyperparameters, write_hyperparameters
+from crucible.chain.yuma.types import EpochOutput
+from crucible.observe.logs import log_event
+from crucible.observe.metrics import NodeMetrics
 from crucible.protocol.errors import ChainError, ChainUnavailable, ConfigError, ExtrinsicRejected
 
 __all__ = ["BlockHeader", "LocalNode", "NodeConfig", "NodeHealth", "dev_root_coldkey"]
@@ -161,6 +166,8 @@ class LocalNode:
         self._state_version = 0
         self._failed_blocks = self._total_failed_blocks = 0
         self._last_error: str | None = None
+        self.metrics = NodeMetrics(CollectorRegistry())  # this node's own: see observe.metrics
+        self.metrics.track_height(self.block)
         self._warn_if_stored_hyperparameters_are_out_of_bounds()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -327,6 +334,7 @@ class LocalNode:
                 self._failed_blocks += 1
                 self._total_failed_blocks += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.blocks_failed.inc()
                 log.error(
                     "block production failed (%d in a row); the chain stays at its last good "
                     "block: %s",
@@ -341,6 +349,7 @@ class LocalNode:
                     fix="see the node's log and GET /health",
                 ) from exc
             self._failed_blocks = 0
+            self.metrics.blocks.inc()
             return header
 
     def _seal_next_block(self) -> BlockHeader:
@@ -375,14 +384,31 @@ class LocalNode:
                     header.timestamp,
                 ),
             )
-            block_step(self._runtime(number), self.netuid, self.config.emission_per_block_rao)
+            epoch = block_step(
+                self._runtime(number), self.netuid, self.config.emission_per_block_rao
+            )
             self._db.execute("COMMIT")
             self._state_version += 1
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        log_event(log, "block", block=number, hash=header.hash, extrinsics=len(digests))
+        if epoch is not None:
+            self._record_epoch(number, epoch)
         return header
+
+    def _record_epoch(self, block: int, out: EpochOutput) -> None:
+        total = sum(out.emission)
+        top = max(range(len(out.incentive)), key=lambda u: out.incentive[u], default=None)
+        if top is not None and out.incentive[top] == 0:
+            top = None  # nobody earned incentive: no top uid to name
+        self.metrics.epochs.inc()
+        self.metrics.epoch_emission.set(total)
+        log_event(
+            log, "epoch", netuid=self.netuid, block=block, neurons=len(out.emission),
+            total_emission_rao=total, top_incentive_uid=top,
+        )  # fmt: skip
 
     def health(self) -> NodeHealth:
         with self._lock:
@@ -425,6 +451,25 @@ class LocalNode:
             return self.submit_extrinsic(extrinsic)
 
     def submit_extrinsic(self, ext: SignedExtrinsic) -> ExtrinsicResult:
+        result = self._submit_extrinsic(ext)
+        self._record_extrinsic(result)
+        return result
+
+    def _record_extrinsic(self, result: ExtrinsicResult) -> None:
+        # a label only from our own vocabulary: a made-up call name must not mint a series
+        call = result.call if hasattr(Runtime, f"_call_{result.call}") else "unknown"
+        if result.ok:
+            outcome = "duplicate" if result.duplicate else "accepted"
+            self.metrics.extrinsics.labels(call, outcome, "").inc()
+            log_event(log, f"extrinsic_{outcome}", call=call, block=result.block,
+                      digest=result.digest)  # fmt: skip
+        else:
+            code = result.code or "refused"
+            self.metrics.extrinsics.labels(call, "refused", code).inc()
+            log_event(log, "extrinsic_refused", call=call, code=code, block=result.block,
+                      message=result.message)  # fmt: skip
+
+    def _submit_extrinsic(self, ext: SignedExtrinsic) -> ExtrinsicResult:
         try:
             if ext.genesis != self._genesis:
                 raise ExtrinsicRejected(

@@ -3,7 +3,8 @@
 Reads: ``GET /genesis``, ``/health``, ``/block``, ``/block/{n}``, ``/nonce/{ss58}``,
 ``/balance/{ss58}``, ``/extrinsic/{digest}`` (the recorded result of an applied extrinsic),
 ``/subnets/{netuid}/hyperparameters``, ``/subnets/{netuid}/metagraph``,
-``/subnets/{netuid}/commitments``. Writes: ``POST /extrinsic`` (a signed envelope, see
+``/subnets/{netuid}/commitments``, ``/metrics`` (Prometheus text: the node's metrics and this
+app's requests by route, method and status with latency). Writes: ``POST /extrinsic`` (a signed envelope, see
 ``chain.local.extrinsic``; the same envelope sent again answers its recorded result with
 ``"duplicate": true``). Dev: ``POST /dev/step?blocks=N`` when blocks are manual.
 
@@ -21,11 +22,13 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crucible.chain.interface import ExtrinsicResult, Metagraph, Neuron
@@ -36,6 +39,8 @@ from crucible.chain.local.extrinsic import (
     parse_envelope,
 )
 from crucible.chain.local.node import LocalNode
+from crucible.observe.logs import log_event
+from crucible.observe.metrics import CONTENT_TYPE, HttpMetrics, render
 from crucible.protocol.errors import ChainError, ExtrinsicRejected
 
 __all__ = ["BlockClock", "create_app", "extrinsic_result_to_json", "metagraph_to_json"]
@@ -152,9 +157,49 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, code, str(exc.detail))
 
 
+class _RequestMetrics:
+    """Pure ASGI middleware: counts and times every answer by route template and status.
+
+    (Not ``@app.middleware``: that wrapper reads the request differently and drops the
+    connection on an early 413 whose body was never read.)"""
+
+    def __init__(self, app: Any, http: HttpMetrics) -> None:
+        self.app, self.http = app, http
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            matched = scope.get("route")  # the template, never the raw (untrusted) path
+            route = getattr(matched, "path", None) or "unmatched"
+            self.http.observe(route, scope["method"], status[0], seconds)
+            level = logging.WARNING if status[0] >= 500 else logging.DEBUG
+            log_event(log, "request", level=level, route=route, method=scope["method"],
+                      status=status[0], latency_ms=round(seconds * 1000, 2))  # fmt: skip
+
+
 def create_app(node: LocalNode, *, manual_blocks: bool) -> FastAPI:
     app = FastAPI(title="Crucible local chain", version="1")
     _install_error_handlers(app)
+    http = HttpMetrics(CollectorRegistry())  # per app: a node may be served more than once
+    app.add_middleware(_RequestMetrics, http=http)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(
+            render(node.metrics.registry) + render(http.registry), media_type=CONTENT_TYPE
+        )
 
     @app.get("/genesis")
     def genesis() -> dict[str, Any]:
