@@ -13,6 +13,8 @@
    every hostile model is rejected with its reason while the round completes.
 6. Anyone checks: ``verify`` (signature, recomputation, the chain), ``explain``, ``crucible audit``.
 7. A client asks the subnet, directly and through the OpenAI-compatible gateway.
+8. What an operator sees: the node's JSON-line log, its ``/metrics`` and the dashboard
+   (``crucible dashboard``); ``make demo KEEP=1`` keeps it all up, live.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def prepare_corpus(root: Path) -> Path:
 
 
 def main() -> int:
+    from crucible.neurons.demo_dashboard import dashboard_step
     from crucible.neurons.demo_miners import prepare_miners
     from crucible.neurons.demo_rounds import (
         client_step,
@@ -114,6 +117,8 @@ def main() -> int:
             transparency(world, runtime)
             banner("7. A client asks the subnet (crucible-client ask) and through the gateway")
             client_step(world)
+            banner("8. What an operator sees: JSON logs, /metrics, crucible dashboard (KEEP=1)")
+            dashboard_step(world, runtime, runtime[0].competitions)
         finally:
             world.close()
     banner("demo finished")
