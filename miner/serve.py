@@ -76,7 +76,7 @@ from crucible.server import (
     WorkCancelled,
     run_admitted,
 )
-from crucible.server.batcher import Batcher, run_alone
+from crucible.server.batcher import Batcher, decode_step, run_alone
 from crucible.server.policy import TierLimits
 from crucible.server.sequence import Decoding, Sequence, next_token
 from crucible.server.textstream import Vocabulary
@@ -179,16 +179,8 @@ def generate_tokens(
         for _ in range(max_new_tokens):
             if cancel is not None and cancel.is_set():
                 raise WorkCancelled(f"generation stopped after {len(out)} tokens: abandoned")
-            if past is not None and len(ids) <= max_positions:
-                # the key/value cache holds the prefix: feed only the newest token
-                result = model(input_ids=torch.tensor([ids[-1:]]), cache=past, use_cache=True)
-            else:  # first step, or past the model's context: recompute over the last window
-                result = model(
-                    input_ids=torch.tensor([ids[-max_positions:]]),
-                    use_cache=len(ids) < max_positions,
-                )
-            past = result.get("cache") if len(ids) < max_positions else None
-            logits = result.logits[0, -1, :].float()
+            step_logits, past = decode_step(model, ids, past, max_positions)
+            logits = step_logits[-1, :].float()
             token = next_token(logits, temperature, top_p, top_k, generator)
             out.append(token)
             ids.append(token)

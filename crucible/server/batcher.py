@@ -32,6 +32,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -99,6 +100,21 @@ def _token_logprobs(runner: _Runner, hidden: torch.Tensor, ids: list[int]) -> li
 # -- the unbatched path ------------------------------------------------------------------------
 
 
+def decode_step(
+    model: torch.nn.Module, ids: list[int], past: Any, max_positions: int
+) -> tuple[torch.Tensor, Any]:
+    """One unbatched forward for the next token: the logits (positions × vocabulary) and the
+    key/value cache to pass next time (``None`` once ``ids`` fill the model's context)."""
+    if past is not None and len(ids) <= max_positions:
+        # the key/value cache holds the prefix: feed only the newest token
+        result = model(input_ids=torch.tensor([ids[-1:]]), cache=past, use_cache=True)
+    else:  # first step, or past the model's context: recompute over the last window
+        result = model(
+            input_ids=torch.tensor([ids[-max_positions:]]), use_cache=len(ids) < max_positions
+        )
+    return result.logits[0], (result.get("cache") if len(ids) < max_positions else None)
+
+
 def run_alone(model: torch.nn.Module, seq: Sequence, max_positions: int) -> None:
     """One generation, one forward per token, exactly as the server ran before batching."""
     past, started = None, False
@@ -106,16 +122,7 @@ def run_alone(model: torch.nn.Module, seq: Sequence, max_positions: int) -> None
         while not seq.done:
             if seq.cancel.is_set():
                 raise WorkCancelled(f"generation stopped after {len(seq.new)} tokens: abandoned")
-            ids = seq.ids
-            if past is not None and len(ids) <= max_positions:
-                result = model(input_ids=torch.tensor([ids[-1:]]), cache=past, use_cache=True)
-            else:  # first step, or past the model's context: recompute over the last window
-                result = model(
-                    input_ids=torch.tensor([ids[-max_positions:]]),
-                    use_cache=len(ids) < max_positions,
-                )
-            past = result.get("cache") if len(ids) < max_positions else None
-            logits = result.logits[0]
+            logits, past = decode_step(model, seq.ids, past, max_positions)
             if started:
                 seq.step(logits[-1].float())
             else:
