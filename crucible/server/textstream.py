@@ -60,7 +60,8 @@ class TextStream:
     Decoding re-reads only a short window of tokens (the ones since the last released
     character), so a long answer costs linear, not quadratic, time. Text that could be the
     beginning of a stop sequence is held back until it is known not to be; once a stop sequence
-    appears, the text ends just before it and ``stopped`` is set."""
+    appears, the text ends just before it and ``stopped`` is set (``_first_stop``: the stop that
+    completes first halts generation, as OpenAI's ``stop`` does)."""
 
     def __init__(self, vocab: Vocabulary, stop: Sequence[str] = (), max_chars: int = 65_536):
         self._vocab = vocab
@@ -119,8 +120,15 @@ class TextStream:
         return out
 
     def _first_stop(self, text: str) -> int | None:
-        found = [i for i in (text.find(s) for s in self._stop) if i >= 0]
-        return min(found) if found else None
+        """Where the text ends: generation halts when the first stop sequence is complete, so the
+        earliest-*ending* occurrence decides how much text counts, and the answer ends where the
+        earliest stop inside that text begins (tokens may carry several characters; the result
+        is what character-by-character generation would give, whatever the tokenization)."""
+        ends = [i + len(s) for s in self._stop if (i := text.find(s)) >= 0]
+        if not ends:
+            return None
+        seen = text[: min(ends)]
+        return min(i for s in self._stop if (i := seen.find(s)) >= 0)
 
     def _stop_prefix(self, text: str) -> int:
         """The longest end of ``text`` that begins some stop sequence (it must be held back)."""

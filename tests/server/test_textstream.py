@@ -4,7 +4,7 @@ show part of a stop sequence; the competition's real tokenizer throughout."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crucible.competitions import specs_dir
@@ -62,6 +62,8 @@ def test_offsets_are_where_each_token_starts() -> None:
 
 
 @settings(max_examples=60, deadline=None)
+@example(text="100", stop=("0", "100"))  # "0" completes first, though "100" starts first
+@example(text="ab", stop=("b", "ab"))  # both complete together: the earlier start wins
 @given(
     text=st.text(min_size=1, max_size=60),
     stop=st.lists(st.text(min_size=1, max_size=4), max_size=3).map(tuple),
@@ -72,11 +74,14 @@ def test_streamed_text_is_the_prefix_before_the_first_stop(
     pieces, stream = _stream(text, stop)
     decoded = VOCAB.decode(VOCAB.encode(text))
     assert "".join(pieces) == stream.text
-    cuts = [decoded.find(s) for s in stop if s in decoded]
+    # character by character, generation halts where the first stop sequence is complete
+    halt = next((n for n in range(len(decoded) + 1) if any(s in decoded[:n] for s in stop)), None)
     if stream.stopped:
-        assert cuts and stream.text == decoded[: min(cuts)]
+        seen = decoded[:halt]
+        assert halt is not None
+        assert stream.text == seen[: min(seen.find(s) for s in stop if s in seen)]
     else:
-        assert stream.text == decoded and not cuts
+        assert stream.text == decoded and halt is None
 
 
 @pytest.mark.parametrize("token", [0, 1, 259, 8191])
