@@ -169,11 +169,15 @@ class CompetitionSpec(_Strict):
         return hashlib.sha256(self.canonical_json()).hexdigest()
 
 
-def load_spec(path: Path) -> CompetitionSpec:
+def _read_toml(path: Path) -> dict:
     try:
-        data = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read competition spec {path}: {exc}") from exc
+
+
+def load_spec(path: Path, data: dict | None = None) -> CompetitionSpec:
+    data = _read_toml(path) if data is None else data
     try:
         # through JSON so strict mode takes TOML arrays for tuples (TOML has no tuple type)
         return CompetitionSpec.model_validate_json(json.dumps(data))
@@ -182,14 +186,22 @@ def load_spec(path: Path) -> CompetitionSpec:
 
 
 def load_competitions(directory: Path) -> dict[str, CompetitionSpec]:
-    """Every ``*.toml`` in ``directory`` by id; active reward shares must sum to 1."""
-    specs = [load_spec(p) for p in sorted(Path(directory).glob("*.toml"))]
+    """Every model-competition ``*.toml`` in ``directory`` by id. ``kind = "collab"`` specs are
+    read by ``protocol.collab.load_collab_specs``; the active reward shares of both kinds
+    together must sum to 1."""
+    from crucible.protocol.collab import is_collab_toml, load_collab_spec
+
     by_id: dict[str, CompetitionSpec] = {}
-    for spec in specs:
-        if spec.id in by_id:
+    total, ids = 0.0, set()
+    for path in sorted(Path(directory).glob("*.toml")):
+        data = _read_toml(path)
+        spec = load_collab_spec(path, data) if is_collab_toml(data) else load_spec(path, data)
+        if spec.id in ids:
             raise ConfigError(f"two specs define competition {spec.id!r}")
-        by_id[spec.id] = spec
-    total = sum(s.reward_share for s in specs if s.active)
-    if specs and abs(total - 1.0) > 1e-9:
+        ids.add(spec.id)
+        total += spec.reward_share if spec.active else 0.0
+        if isinstance(spec, CompetitionSpec):
+            by_id[spec.id] = spec
+    if ids and abs(total - 1.0) > 1e-9:
         raise ConfigError(f"reward shares of active competitions sum to {total}, not 1")
     return by_id

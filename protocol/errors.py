@@ -35,6 +35,7 @@ __all__ = [
     "ExtrinsicRejected",
     "ModelRejected",
     "ModelUnavailable",
+    "PayloadRejected",
     "RequestError",
     "ResourceExhausted",
     "StoreError",
@@ -124,3 +125,10 @@ class ResourceExhausted(CrucibleError):
 
 class DataError(CrucibleError):
     code = "data_error"
+
+
+class PayloadRejected(CrucibleError):
+    """A collaborative-training payload (a compressed pseudo-gradient) is malformed: its sender's
+    problem, scored 0 for that round; ``code`` says what was wrong."""
+
+    code = "bad_payload"

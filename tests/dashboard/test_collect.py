@@ -173,6 +173,7 @@ def test_releases_are_the_publishers_and_the_rest_are_listed_as_ignored() -> Non
     )  # fmt: skip
     found, ignored = release_rows(SPECS, mg)
     assert [(r.competition, r.release_id, r.publisher) for r in found] == [
-        ("tiny@2", "ab" * 32, "owner-hk")
+        (SPECS["tiny"].key, "ab" * 32, "owner-hk")
     ]
-    assert ignored == (("tiny@2", "mallory", "uid 1 is not a data publisher of tiny@2"),)
+    key = SPECS["tiny"].key
+    assert ignored == ((key, "mallory", f"uid 1 is not a data publisher of {key}"),)

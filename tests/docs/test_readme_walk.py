@@ -100,7 +100,7 @@ def _check_what_the_users_saw(outputs: dict[str, list[str]]) -> None:
     assert "predicted vtrust" in _one(outputs, "crucible-validator consensus")
     assert "uid 1" in _one(outputs, "crucible-client ask")
     assert "matches chain" in _one(outputs, "crucible-client miners")
-    assert "tiny@2:local:" in "\n".join(outputs["python 5"])
+    assert "tiny@3:local:" in "\n".join(outputs["python 5"])
     assert "CompletionChoice" in "\n".join(outputs["python 6"])
 
 
