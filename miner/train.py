@@ -42,7 +42,7 @@ from crucible.protocol.errors import ConfigError
 from crucible.scoring.losses import linear_cross_entropy, next_token_targets, per_sample_losses
 from crucible.store.atomic import fsync_file
 
-__all__ = ["CausalLMLoss", "TrainConfig", "TrainResult", "batch_at", "lr_at", "train"]
+__all__ = ["CausalLMLoss", "TrainConfig", "TrainResult", "adamw", "batch_at", "lr_at", "train"]
 
 
 @dataclass(frozen=True)
@@ -150,17 +150,18 @@ def _named_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parame
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """The AdamW every training loop here uses: betas 0.9/0.95, weight decay on matrices only."""
     named = _named_parameters(model)
     decay = [p for _, p in named if p.dim() >= 2]
     no_decay = [p for _, p in named if p.dim() < 2]
     sharded = dist.is_sharded(model)
     return torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=cfg.lr,
+        lr=lr,
         betas=(0.9, 0.95),
         fused=not sharded,  # one kernel for all parameters; FSDP shards take the foreach path
         foreach=True if sharded else None,
@@ -338,7 +339,7 @@ def train(
         _restore_weights(checkpoint, model) if (checkpoint / "trainer.json").exists() else (0, 0)
     )
     net = dist.wrap(CausalLMLoss(model), cluster, cfg.parallel, cfg.device)
-    opt = _optimizer(model, cfg)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     if step:
         _restore_moments(checkpoint, model, opt)
     run, resumed_from, start = _Run(step, seen), step, time.monotonic()

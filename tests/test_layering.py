@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # package → the packages it may import (besides itself). Ranks, lowest first:
-#   protocol · observe · chain, store, competitions · models, corpus · scoring, server · client
+#   protocol · observe · chain, store, competitions · models, corpus · scoring, server, collab
+#   · client
 #   · miner, validator · dashboard · neurons
 ALLOWED: dict[str, frozenset[str]] = {}
 _RANKS: list[tuple[str, ...]] = [
@@ -21,7 +22,7 @@ _RANKS: list[tuple[str, ...]] = [
     ("observe",),
     ("chain", "store", "competitions"),
     ("models", "corpus"),
-    ("scoring", "server"),
+    ("scoring", "server", "collab"),
     ("client",),
     ("miner", "validator"),
     ("dashboard",),
@@ -36,6 +37,7 @@ ALLOWED["models"] |= {"store"}
 ALLOWED["corpus"] |= {"store"}
 ALLOWED["scoring"] |= {"corpus", "models"}
 ALLOWED["server"] |= {"chain"}
+ALLOWED["collab"] |= {"corpus", "models", "scoring"}
 
 TOP_LEVEL_FOLDERS = {
     "neurons": "neurons",

@@ -1,0 +1,1 @@
+"""Collaborative (DiLoCo-style) training: codec, assignment, measurement, rating, aggregation."""

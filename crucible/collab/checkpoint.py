@@ -1,0 +1,199 @@
+"""The shared model's checkpoints: a content-addressed folder in the model store, and the signed
+pointer document that says which checkpoint a round starts from.
+
+A checkpoint folder holds one ``checkpoint.safetensors``: the parameters by name, and the outer
+optimizer's momentum under ``outer_momentum.<name>`` when it has one; its store content hash is
+the checkpoint's id. Bytes are deterministic (one metadata key: safetensors writes a metadata
+*map* in hash order), so two validators that aggregate the same payloads store the same id.
+
+The pointer (``CheckpointPointer``, document kind ``collab-checkpoint``) is signed by the
+aggregating validator: competition, the round it opens, the checkpoint id, the previous one and
+the bundle that scored the round; named by the sha256 of its unsigned canonical JSON. The bundle
+that validator anchors on chain names the same checkpoint id, so a miner that follows the
+pointer follows the chain. Loading checks every name and shape against the spec's model before a
+tensor is read: nothing is allocated from what a file claims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from crucible.protocol.auth import Signer, sign_document, verify_document
+from crucible.protocol.errors import AuthError, PayloadRejected, StoreError
+from crucible.store.base import ModelStore
+from crucible.store.documents import DocumentStore
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "POINTER_KIND",
+    "Checkpoint",
+    "CheckpointPointer",
+    "latest_pointer",
+    "load_checkpoint_dir",
+    "publish_pointer",
+    "store_checkpoint",
+    "write_checkpoint_dir",
+]
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+MOMENTUM_PREFIX = "outer_momentum."
+POINTER_KIND = "collab-checkpoint"
+MAX_HEADER_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    params: dict[str, torch.Tensor]
+    momentum: dict[str, torch.Tensor] | None
+
+
+def write_checkpoint_dir(
+    params: Mapping[str, torch.Tensor],
+    momentum: Mapping[str, torch.Tensor] | None,
+    directory: Path,
+    *,
+    competition: str,
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        name: params[name].detach().to("cpu", torch.float32).contiguous() for name in sorted(params)
+    }
+    for name in sorted(momentum or {}):
+        tensors[MOMENTUM_PREFIX + name] = (
+            momentum[name].detach().to("cpu", torch.float32).contiguous()
+        )
+    # no round number inside: checkpoint 0 has one id whichever round a validator first saw
+    meta = json.dumps({"competition": competition}, sort_keys=True)
+    save_file(tensors, str(directory / CHECKPOINT_FILE), metadata={"crucible": meta})
+    return directory
+
+
+def _header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict]:
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        declared = int.from_bytes(handle.read(8), "little")
+    if declared > min(MAX_HEADER_BYTES, size - 8):
+        raise PayloadRejected(f"checkpoint header of {declared} bytes", code="checkpoint_corrupt")
+    with safe_open(str(path), framework="pt") as handle:
+        shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+        dtypes = {handle.get_slice(k).get_dtype() for k in handle.keys()}
+        meta = handle.metadata() or {}
+    if dtypes - {"F32"}:
+        raise PayloadRejected(
+            f"checkpoint dtypes {sorted(dtypes)}; F32 only", code="checkpoint_corrupt"
+        )
+    return shapes, json.loads(meta.get("crucible", "{}"))
+
+
+def load_checkpoint_dir(
+    directory: Path, shapes: Mapping[str, tuple[int, ...]], *, competition: str
+) -> Checkpoint:
+    """The checkpoint in ``directory``, refused (``checkpoint_corrupt``) unless its tensors are
+    exactly the model's (and optionally their momentum), finite, for ``competition``."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        found, meta = _header(path)
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise PayloadRejected(f"checkpoint unreadable: {exc}", code="checkpoint_corrupt") from exc
+    expected = dict(shapes)
+    with_momentum = {**expected, **{MOMENTUM_PREFIX + k: v for k, v in expected.items()}}
+    if found != expected and found != with_momentum:
+        raise PayloadRejected(
+            "checkpoint tensors differ from the spec's model", code="checkpoint_corrupt"
+        )
+    if meta.get("competition") != competition:
+        raise PayloadRejected(f"checkpoint metadata {meta!r}", code="checkpoint_corrupt")
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for name in sorted(found):
+            tensors[name] = handle.get_tensor(name)
+            if not torch.isfinite(tensors[name]).all():
+                raise PayloadRejected(f"checkpoint {name} is not finite", code="checkpoint_corrupt")
+    params = {k: tensors[k] for k in sorted(expected)}
+    momentum = (
+        {k: tensors[MOMENTUM_PREFIX + k] for k in sorted(expected)} if found != expected else None
+    )
+    return Checkpoint(params, momentum)
+
+
+def store_checkpoint(store: ModelStore, params, momentum, *, competition: str) -> str:
+    """Write the checkpoint into ``store``; its id (the content hash)."""
+    with tempfile.TemporaryDirectory(prefix="crucible-ckpt-") as tmp:
+        folder = write_checkpoint_dir(params, momentum, Path(tmp) / "ckpt", competition=competition)
+        return store.put(folder).content_hash
+
+
+@dataclass(frozen=True)
+class CheckpointPointer:
+    competition: str
+    round_index: int  # the round that starts from ``checkpoint``
+    checkpoint: str
+    previous: str | None
+    aggregator: str  # the hotkey that signed it
+    block: int
+    signature: str = ""
+
+    def canonical(self) -> bytes:
+        body = {k: v for k, v in asdict(self).items() if k != "signature"}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def pointer_id(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def signed(self, signer: Signer) -> CheckpointPointer:
+        if signer.ss58_address != self.aggregator:
+            raise AuthError("a pointer is signed by the aggregator it names", code="wrong_signer")
+        signature = sign_document(signer, POINTER_KIND, self.pointer_id)
+        return CheckpointPointer(**{**asdict(self), "signature": signature})
+
+    @classmethod
+    def parse(cls, raw: bytes) -> CheckpointPointer:
+        """Untrusted bytes → a pointer whose signature verifies (``AuthError`` otherwise)."""
+        try:
+            data = json.loads(raw)
+            pointer = cls(**data)
+            ok = isinstance(pointer.round_index, int) and isinstance(pointer.checkpoint, str)
+        except (ValueError, TypeError) as exc:
+            raise AuthError(f"not a checkpoint pointer: {exc}", code="bad_pointer") from exc
+        if not ok:
+            raise AuthError("not a checkpoint pointer", code="bad_pointer")
+        verify_document(pointer.signature, POINTER_KIND, pointer.pointer_id, pointer.aggregator)
+        return pointer
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+
+def publish_pointer(documents: DocumentStore, pointer: CheckpointPointer) -> str:
+    documents.put(POINTER_KIND, pointer.pointer_id, pointer.to_bytes())
+    return pointer.pointer_id
+
+
+def latest_pointer(
+    documents: DocumentStore, competition: str, aggregators: set[str], scan: int = 64
+) -> CheckpointPointer | None:
+    """The newest-round pointer for ``competition`` signed by one of ``aggregators``; forged,
+    unreadable or foreign documents are skipped."""
+    best: CheckpointPointer | None = None
+    for digest in documents.newest(POINTER_KIND, scan):
+        try:
+            pointer = CheckpointPointer.parse(documents.get(POINTER_KIND, digest))
+        except (AuthError, StoreError):
+            continue
+        if pointer.pointer_id != digest or pointer.competition != competition:
+            continue
+        if pointer.aggregator in aggregators and (
+            best is None or pointer.round_index > best.round_index
+        ):
+            best = pointer
+    return best

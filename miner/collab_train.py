@@ -1,0 +1,86 @@
+"""A miner's share of one collaborative-training round: ``steps`` AdamW steps from the round's
+checkpoint over its assigned windows, returning the pseudo-gradient Δ = θ_start − θ_end.
+
+The pieces are the training loop's own (``crucible.miner.train``): the loss module
+(``CausalLMLoss``: ``linear_cross_entropy`` through the LM head), the AdamW setup (betas 0.9 /
+0.95, no weight decay on 1-D parameters, the fused kernel), gradient clipping at 1.0, bf16
+autocast on a GPU, and under ``torchrun`` the DDP wrapper of ``crucible.miner.distributed``. The
+optimizer state is fresh every round (Δ must depend on the checkpoint and the windows only) and
+the learning rate is constant: a round is a few dozen steps.
+
+Batches are the assigned windows in order: step i trains on ``starts[i·B : (i+1)·B]``. Under
+torchrun each rank takes its contiguous share of every such global batch and DDP averages the
+gradients, so N processes compute the Δ one process would (to fp32 rounding). The model is left
+at θ_end, in train mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from crucible.collab.assignment import windows_batch
+from crucible.collab.shared_model import model_params
+from crucible.miner import distributed as dist
+from crucible.miner.distributed import SINGLE, Cluster
+from crucible.miner.train import CausalLMLoss, adamw
+from crucible.protocol.errors import ConfigError
+
+__all__ = ["inner_train"]
+
+GRAD_CLIP = 1.0
+
+
+def inner_train(
+    model: PreTrainedModel,
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    device: str = "cpu",
+    cluster: Cluster | None = None,
+    sequence_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Δ = θ_start − θ_end (fp32 CPU, keyed like ``model_params``) after ``steps`` AdamW steps
+    of ``batch_size`` windows each from ``starts`` (windows of ``sequence_length`` tokens; None:
+    the model's context length). Under torchrun every rank calls it with the same arguments."""
+    cluster = cluster or SINGLE
+    length = sequence_length or model.config.max_position_embeddings
+    if steps < 0 or len(starts) < steps * batch_size:
+        raise ConfigError(
+            f"{steps} steps of {batch_size} windows need {steps * batch_size} windows; "
+            f"{len(starts)} were assigned",
+            code="bad_training_config",
+        )
+    if not (
+        math.isfinite(lr)
+        and 0 < lr <= 10
+        and math.isfinite(weight_decay)
+        and 0 <= weight_decay <= 10
+    ):
+        raise ConfigError(f"inner lr {lr!r} or weight decay {weight_decay!r} out of range",
+                          code="bad_training_config")  # fmt: skip
+    rows = cluster.rows(batch_size)  # refuses a batch that does not split over the ranks
+    device = cluster.device(device)
+    start = model_params(model)
+    model.to(device).train()
+    net = dist.wrap(CausalLMLoss(model), cluster, "ddp", device)
+    opt = adamw(model, lr, weight_decay)
+    on_gpu = torch.device(device).type == "cuda"
+    for step in range(steps):
+        window = np.asarray(starts[step * batch_size : (step + 1) * batch_size])[rows]
+        ids = windows_batch(tokens, window, length).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            loss = net(ids)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    end = model_params(model)
+    return {name: start[name] - end[name] for name in start}
