@@ -13,7 +13,10 @@
    every hostile model is rejected with its reason while the round completes.
 6. Anyone checks: ``verify`` (signature, recomputation, the chain), ``explain``, ``crucible audit``.
 7. A client asks the subnet, directly and through the OpenAI-compatible gateway.
-8. What an operator sees: the node's JSON-line log, its ``/metrics`` and the dashboard
+8. Collaborative training: three miners and a free rider train one shared model in rounds
+   (compressed pseudo-gradients, scored after each deadline, aggregated by the validator),
+   against one process on the same tokens; who earned what and why, from the bundle.
+9. What an operator sees: the node's JSON-line log, its ``/metrics`` and the dashboard
    (``crucible dashboard``); ``make demo KEEP=1`` keeps it all up, live.
 """
 
@@ -79,6 +82,7 @@ def prepare_corpus(root: Path) -> Path:
 
 
 def main() -> int:
+    from crucible.neurons.demo_collab import collab_step
     from crucible.neurons.demo_dashboard import dashboard_step
     from crucible.neurons.demo_miners import prepare_miners
     from crucible.neurons.demo_rounds import (
@@ -117,7 +121,9 @@ def main() -> int:
             transparency(world, runtime)
             banner("7. A client asks the subnet (crucible-client ask) and through the gateway")
             client_step(world)
-            banner("8. What an operator sees: JSON logs, /metrics, crucible dashboard (KEEP=1)")
+            banner("8. Collaborative training: four miners, one model, paid by what they improve")
+            collab_step(world, runtime, corpus)
+            banner("9. What an operator sees: JSON logs, /metrics, crucible dashboard (KEEP=1)")
             dashboard_step(world, runtime, runtime[0].competitions)
         finally:
             world.close()

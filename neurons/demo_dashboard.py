@@ -1,4 +1,4 @@
-"""``make demo``, step 8: what an operator sees — the node's JSON-line log and its Prometheus
+"""``make demo``, step 9: what an operator sees — the node's JSON-line log and its Prometheus
 ``/metrics``, then the dashboard (``crucible dashboard``) over the demo's subnet.
 
 The dashboard is started on a free loopback port with the same snapshot code the command serves,

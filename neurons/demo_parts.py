@@ -85,7 +85,7 @@ def start_node(tmp: Path) -> DemoWorld:
         "--tempo", "10", "--commit-reveal-enabled", "false", "--weights-rate-limit", "2",
         "--immunity-period", "50", "--commitment-rate-limit", "1",
     ]  # fmt: skip
-    # the node's JSON-line log (a line per block and extrinsic) goes to a file, shown in step 8
+    # the node's JSON-line log (a line per block and extrinsic) goes to a file, shown in step 9
     with open(tmp / "node.log", "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stderr=log)
     chain = LocalChain(f"http://127.0.0.1:{port}")

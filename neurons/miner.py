@@ -196,6 +196,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@exits_cleanly
+def cmd_collab(args: argparse.Namespace) -> int:
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.miner.collab import CollabMiner, follow
+    from crucible.protocol.collab import load_collab_specs
+    from crucible.protocol.errors import ConfigError
+    from crucible.store.documents import DocumentStore
+    from crucible.store.local import LocalStore
+
+    specs = load_collab_specs(args.specs)
+    if args.competition not in specs:
+        raise ConfigError(f"no collab competition {args.competition!r} in {args.specs}",
+                          fix=f"one of: {', '.join(sorted(specs)) or 'none'}")  # fmt: skip
+    spec = specs[args.competition]
+    keys = load_keys(args)
+    tokens = token_stream(args.data_dir, "train", load_tokenizer(args.specs / spec.model.tokenizer))
+    miner = CollabMiner(
+        chain_from(args), keys.hotkey, args.netuid, spec, LocalStore(args.store_dir),
+        DocumentStore(args.store_dir), tokens, args.work_dir, device=args.device,
+    )  # fmt: skip
+    with stops_on_signals("crucible-miner collab"):
+        announce_ready(f"collab miner {keys.hotkey.ss58_address[:10]}… on {spec.key}")
+        for report in follow(miner, args.rounds or None, poll_s=args.poll):
+            ratio = report.dense_bytes / report.payload_bytes if report.payload_bytes else 0
+            print(f"round {report.round_index}: {report.outcome} at block {report.block}; "
+                  f"{report.payload_bytes:,} bytes ({ratio:.0f}× less than fp32 Δ), "
+                  f"trained {report.train_seconds:.1f} s from {report.base_checkpoint[:12]}…", flush=True)  # fmt: skip
+    return 0
+
+
 def _command(add, name: str, fn, help_text: str) -> argparse.ArgumentParser:
     p = add(name, fn, help_text)
     add_common_options(p)
@@ -308,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch-interval", type=float, default=12.0, help="seconds between commitment checks"
     )
     s.set_defaults(long_running=True)
+    c = _command(add, "collab", cmd_collab, "train the shared model with everyone (collab rounds)")
+    c.set_defaults(competition="collab")
+    c.add_argument("--rounds", type=int, default=0, help="stop after N rounds (0 = forever)")
+    c.add_argument("--work-dir", type=Path, default=Path(".crucible/collab"),
+                   help="error-feedback residual and fetched checkpoints")  # fmt: skip
+    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    c.add_argument("--poll", type=float, default=2.0, help="seconds between chain polls")
+    c.set_defaults(long_running=True)
     e = _command(add, "eval", cmd_eval, "score a model exactly as a validator would, vs the leader")
     e.add_argument(
         "--model", type=Path, help="a local model directory (default: your committed model)"

@@ -56,8 +56,27 @@ def build_runtime(args: argparse.Namespace):
     }  # fmt: skip
     return ValidatorRuntime(
         chain_from(args), keys.hotkey, config, specs, tokenizers, pools, store_resolver(args),
-        documents=documents, releases=releases, sharded=sharded,
+        documents=documents, releases=releases, sharded=sharded, collab=_collab_runtimes(args),
     )  # fmt: skip
+
+
+def _collab_runtimes(args: argparse.Namespace) -> dict:
+    """Each active collab competition with its token streams (train: assignments and the proof
+    of own data; eval: the held-out windows), unless --no-collab."""
+    if args.no_collab:
+        return {}
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.protocol.collab import load_collab_specs
+    from crucible.validator.collab import CollabRuntime
+
+    out = {}
+    for key, spec in load_collab_specs(args.specs).items():
+        if spec.active:
+            tok = load_tokenizer(args.specs / spec.model.tokenizer)
+            streams = (token_stream(args.data_dir, split, tok) for split in ("train", "eval"))
+            out[key] = CollabRuntime(spec, *streams)
+    return out
 
 
 @exits_cleanly
@@ -141,6 +160,28 @@ def _last_bundle_path(args: argparse.Namespace) -> Path:
     return args.work_dir / "bundles" / state.last_bundle
 
 
+def _reevaluate_collab(args: argparse.Namespace, bundle) -> list[str]:
+    """Each collab round of the bundle rerun from the store's payloads and checkpoints."""
+    if not bundle.collab:
+        return []
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.protocol.collab import load_collab_specs
+    from crucible.validator.collab_verify import reevaluate_collab
+
+    specs = {s.key: s for s in load_collab_specs(args.specs).values()}
+    out = []
+    for r in bundle.collab:
+        spec = specs.get(r.competition)
+        if spec is None:
+            out.append(f"{r.competition}: no such collab spec in {args.specs}")
+            continue
+        tok = load_tokenizer(args.specs / spec.model.tokenizer)
+        train, held = (token_stream(args.data_dir, split, tok) for split in ("train", "eval"))
+        out += reevaluate_collab(r, spec, store_resolver(args)("local"), train, held)
+    return out
+
+
 @exits_cleanly
 def cmd_verify(args: argparse.Namespace) -> int:
     from crucible.store.documents import DocumentStore
@@ -160,6 +201,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             bundle, load_specs(args), args.specs, args.data_dir, models, store_resolver(args),
             DocumentStore(args.store_dir),
         )  # fmt: skip
+        differences += _reevaluate_collab(args, bundle)
     print(
         "identical: the weights recompute bit for bit"
         if not differences
@@ -284,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     r.add_argument("--no-set-weights", action="store_true", help="evaluate only (a dry run)")
+    r.add_argument("--no-collab", action="store_true", help="score the model competitions only")
     r.add_argument("--host", default="127.0.0.1", help="bind address of the bundle endpoint")
     r.add_argument(
         "--port",

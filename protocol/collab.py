@@ -89,6 +89,8 @@ class CollabScoring(_Strict):
     eval_delay_blocks: int = Field(ge=1, le=10_000)  # the data block is this far past deadline
     overlap_threshold: float = Field(gt=0, le=1)  # top-k index overlap that marks a copy
     max_contributors: int = Field(ge=1, le=4096)  # best positive payloads aggregated per round
+    # a payload alone is applied at outer_lr × this to measure it (as Templar's eval_lr_factor)
+    score_lr_factor: float = Field(gt=0, le=1)
     # a round's score under this fraction of its best is noise (a random Δ's luck): 0
     min_score_fraction: float = Field(ge=0, lt=1)
     ema_alpha: float = Field(gt=0, le=1)

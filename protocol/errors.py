@@ -77,6 +77,7 @@ class ChainError(CrucibleError):
 
 class ChainUnavailable(ChainError):
     code = "chain_unavailable"
+    transient = True  # the node is unreachable now; the same call may succeed later
 
 
 class ExtrinsicRejected(ChainError):

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from crucible.chain.interface import Chain, Metagraph, Neuron
 from crucible.chain.weights import max_upscale_u16
 from crucible.chain.yuma import EpochInput, EpochParams, run_epoch
+from crucible.protocol.anchor import parse_anchor
 from crucible.protocol.competition import CompetitionSpec
 from crucible.protocol.errors import CrucibleError
-from crucible.validator.anchor import parse_anchor
 from crucible.validator.bundle import Bundle, TamperedBundle, parse_bundle, recompute
 from crucible.validator.verify import check_round_inputs, check_weights
 

@@ -27,6 +27,7 @@ from crucible.scoring.compete import (
     score_round,
 )
 from crucible.store.atomic import write_atomic
+from crucible.validator.collab_record import CollabRound, rejudge, rejudge_differences
 
 __all__ = [
     "BUNDLE_SCHEMA",
@@ -126,6 +127,7 @@ class Bundle(_Model):
     block: int
     rounds: list[CompetitionRound]
     carried: list[CarriedCompetition] = Field(default_factory=list)
+    collab: list[CollabRound] = Field(default_factory=list)  # collaborative-training rounds
     rejections: dict[int, str]
     weights: dict[int, float]
     weights_u16: dict[int, int]
@@ -217,9 +219,14 @@ def rescore_round(r: CompetitionRound) -> RoundScores:
     )
 
 
-def merged_weights(bundle: Bundle, scores: list[RoundScores] | None = None) -> dict[int, float]:
-    """The weight vector of a bundle: its rounds' EMAs (or ``scores``' when recomputing) and its
-    carried competitions, merged by reward share; withheld serving shares to ``burn_uid``."""
+def merged_weights(
+    bundle: Bundle,
+    scores: list[RoundScores] | None = None,
+    collab: list[dict[int, float]] | None = None,
+) -> dict[int, float]:
+    """The weight vector of a bundle: its rounds' EMAs (or ``scores``' when recomputing), its
+    carried competitions and its collab rounds' weights (or ``collab``'s), merged by reward
+    share; withheld serving shares to ``burn_uid``."""
     emas = {
         r.competition: (r.ema_after if scores is None else scores[i].ema_after)
         for i, r in enumerate(bundle.rounds)
@@ -230,10 +237,16 @@ def merged_weights(bundle: Bundle, scores: list[RoundScores] | None = None) -> d
     for c in bundle.carried:
         emas[c.competition] = c.ema
         parts.append((c.competition, c.reward_share, c.serving_share, c.serving_failed))
+    for i, r in enumerate(bundle.collab):
+        emas[r.competition] = r.weights if collab is None else collab[i]
+        parts.append((r.competition, r.reward_share, 0.0, {}))
     shares = {name: reward for name, reward, _, _ in parts}
     serving = {name: share for name, _, share, _ in parts}
     failed = {name: set(uids) for name, _, _, uids in parts}
     return merge_competitions(emas, shares, serving, failed, bundle.burn_uid)
+
+
+_JUDGED = ("scores", "verdicts", "selected", "ratings_after", "weights")
 
 
 def rescored(bundle: Bundle) -> Bundle:
@@ -253,11 +266,17 @@ def rescored(bundle: Bundle) -> Bundle:
         )  # fmt: skip
         for r, s in zip(bundle.rounds, scores, strict=True)
     ]
-    weights = merged_weights(bundle, scores)
+    judged = [rejudge(r) for r in bundle.collab]
+    collab = [
+        r.model_copy(update={k: getattr(j, k) for k in _JUDGED})
+        for r, j in zip(bundle.collab, judged, strict=True)
+    ]
+    weights = merged_weights(bundle, scores, [j.weights for j in judged])
     uids, values = weights_to_u16(weights) if weights else ((), ())
     return bundle.model_copy(
         update={
             "rounds": rounds,
+            "collab": collab,
             "weights": weights,
             "weights_u16": dict(zip(uids, values, strict=True)),
             "signature": "",
@@ -274,7 +293,9 @@ def recompute(bundle: Bundle) -> RecomputeReport:
                 differences.append(
                     f"{r.competition}.{name}: bundle {getattr(r, name)} != recomputed {getattr(got, name)}"
                 )
-    weights = merged_weights(bundle, scores)
+    for r in bundle.collab:
+        differences.extend(rejudge_differences(r))
+    weights = merged_weights(bundle, scores, [rejudge(r).weights for r in bundle.collab])
     if weights != bundle.weights:
         differences.append(f"weights: bundle {bundle.weights} != recomputed {weights}")
     return RecomputeReport(identical=not differences, differences=differences, weights=weights)

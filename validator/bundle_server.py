@@ -21,12 +21,12 @@ from crucible.observe.metrics import CONTENT_TYPE, render
 from crucible.protocol.errors import StoreError
 from crucible.server.errors import RateLimited
 from crucible.server.limits import RateLimiter
-from crucible.store.documents import DocumentStore
+from crucible.store.documents import BUNDLES, DocumentStore
 
 __all__ = ["BUNDLES_PATH", "build_bundle_server"]
 
 BUNDLES_PATH = "/v1/bundles"
-KIND = "bundles"
+KIND = BUNDLES
 _ID = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -30,6 +30,8 @@ from crucible.protocol.version import CODE_VERSION
 from crucible.scoring.sampling import round_block
 from crucible.validator.bundle import Bundle, CarriedCompetition, CompetitionRound, write_bundle
 from crucible.validator.bundle import merged_weights as merge_bundle
+from crucible.validator.collab import score_collab
+from crucible.validator.collab_record import CollabRound
 from crucible.validator.evaluation import score_competition
 from crucible.validator.publish import anchor_pending, publish_bundle
 from crucible.validator.runtime import ValidatorConfig, ValidatorRuntime
@@ -92,7 +94,23 @@ def _score(rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState):
         state.last_round_block[spec.id] = at
         state.serving_failed[spec.id] = record.serving_failed
         rounds.append(record)
-    return rounds, carried
+    return rounds, carried, _score_collab(rt, mg, state, carried)
+
+
+def _score_collab(
+    rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState, carried: list[CarriedCompetition]
+) -> list[CollabRound]:
+    """Each active collab competition's newest closed round (its ratings carried otherwise)."""
+    out: list[CollabRound] = []
+    for _, cr in sorted(rt.collab.items()):
+        if not cr.spec.active:
+            continue
+        result = score_collab(rt, cr, mg, state)
+        if isinstance(result, CollabRound):
+            out.append(result)
+        elif result is not None:
+            carried.append(result)
+    return out
 
 
 def _count_evaluation(
@@ -134,11 +152,11 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
     reveal = try_reveal(rt, state)
     mg = rt.chain.metagraph(cfg.netuid)
     log_event(log, "round_started", block=mg.block, netuid=cfg.netuid, neurons=mg.n)
-    rounds, carried = _score(rt, mg, state)
+    rounds, carried, collab = _score(rt, mg, state)
     rejections = {
         uid: f"{e.status}: {e.reason}" for uid, e in state.models.items() if e.status != "ok"
     }
-    if not rounds:
+    if not rounds and not collab:
         anchored = anchor_pending(rt, state)
         if reveal is not None:
             state.last_report = RoundReport(block=mg.block, set_weights=reveal, published=anchored)
@@ -155,7 +173,7 @@ def run_round(rt: ValidatorRuntime, state: ValidatorState) -> RoundOutcome:
     state.ema_hotkeys = {n.uid: n.hotkey for n in mg.neurons}
     bundle = Bundle(
         code_version=CODE_VERSION, validator_hotkey=rt.keypair.ss58_address, netuid=cfg.netuid, block=mg.block,
-        rounds=rounds, carried=carried, rejections=rejections, weights={}, weights_u16={}, burn_uid=_burn_uid(mg),
+        rounds=rounds, carried=carried, collab=collab, rejections=rejections, weights={}, weights_u16={}, burn_uid=_burn_uid(mg),
     )  # fmt: skip
     weights = {u: w for u, w in merge_bundle(bundle).items() if math.isfinite(w)}
     outcome = submit_weights(rt, mg, weights, state)

@@ -1,6 +1,6 @@
 """After a round: put the signed bundle in the store's bundle area and anchor its id on chain.
 
-The anchor is the validator's commitment (``validator.anchor``); the chain's commitment rate
+The anchor is the validator's commitment (``protocol.anchor``); the chain's commitment rate
 limit decides how often it may move, so a refused anchor is kept as pending and the newest
 bundle is anchored at the next round the chain allows — never silently dropped. What happened is
 returned as one line for the logs and ``crucible-validator status``.
@@ -9,8 +9,8 @@ returned as one line for the logs and ``crucible-validator status``.
 from __future__ import annotations
 
 from crucible.chain.interface import SetCommitment
+from crucible.protocol.anchor import anchor_text
 from crucible.protocol.errors import ChainError, StoreError
-from crucible.validator.anchor import anchor_text
 from crucible.validator.bundle import Bundle, bundle_bytes
 from crucible.validator.bundle_server import KIND
 from crucible.validator.runtime import ValidatorRuntime

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from transformers import PreTrainedTokenizerBase
@@ -62,5 +63,7 @@ class ValidatorRuntime:
     releases: dict[str, ReleaseLoader] = field(default_factory=dict)  # per competition id
     sharded: dict[str, ShardedPools] = field(default_factory=dict)  # per competition id
     loaded: dict[str, FetchedModel] = field(default_factory=dict)  # by content hash
+    # collaborative-training competitions (validator.collab.CollabRuntime), by id
+    collab: dict[str, Any] = field(default_factory=dict)
     # this validator's own registry (served at /metrics next to its bundles)
     metrics: ValidatorMetrics = field(default_factory=lambda: ValidatorMetrics(CollectorRegistry()))

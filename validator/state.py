@@ -17,6 +17,7 @@ from crucible.store.atomic import write_atomic
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CollabProgress",
     "ModelEntry",
     "PendingReveal",
     "RoundReport",
@@ -59,6 +60,18 @@ class RoundReport(_Model):
     published: str
 
 
+class CollabProgress(_Model):
+    """Where one collab competition stands for this validator."""
+
+    checkpoint: str  # id (store content hash) of the checkpoint the next round trains from
+    checkpoint_round: int  # the first round that trains from it
+    last_scored: int | None = None
+    ratings: dict[int, float] = Field(default_factory=dict)
+    rating_hotkeys: dict[int, str] = Field(default_factory=dict)  # a new hotkey starts from 0
+    recent_payloads: list[str] = Field(default_factory=list)  # last round's, for replays
+    history: list[str] = Field(default_factory=list)  # checkpoint ids, oldest first
+
+
 class ValidatorState(_Model):
     schema_version: int = SCHEMA_VERSION
     ema: dict[str, dict[int, float]] = Field(default_factory=dict)  # competition → uid → score
@@ -72,6 +85,7 @@ class ValidatorState(_Model):
     pending_anchor: str | None = None  # newest published bundle not yet anchored on chain
     anchored_bundle: str | None = None  # the bundle id the chain's commitment names
     last_report: RoundReport | None = None
+    collab: dict[str, CollabProgress] = Field(default_factory=dict)  # competition id → progress
 
 
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:

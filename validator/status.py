@@ -9,7 +9,7 @@ said committed" and "the chain has it" can no longer be confused.
 from __future__ import annotations
 
 from crucible.chain.interface import Chain
-from crucible.validator.anchor import parse_anchor
+from crucible.protocol.anchor import parse_anchor
 from crucible.validator.state import ValidatorState
 
 __all__ = ["describe_status"]

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from crucible.chain.interface import Metagraph, Neuron
 from crucible.models.fetch import FetchedModel, evict_cache, fetch_and_verify
 from crucible.observe.logs import log_event
+from crucible.protocol.anchor import parse_anchor
+from crucible.protocol.collab import PayloadCommitment
 from crucible.protocol.errors import CrucibleError, ModelRejected
 from crucible.protocol.release import ReleaseCommitment
-from crucible.validator.anchor import parse_anchor
 from crucible.validator.runtime import ValidatorRuntime
 from crucible.validator.state import ModelEntry, ValidatorState
 
@@ -92,6 +93,7 @@ def sync_models(rt: ValidatorRuntime, mg: Metagraph, state: ValidatorState) -> S
             neuron.commitment is None
             or parse_anchor(neuron.commitment.data) is not None  # a validator's bundle anchor
             or ReleaseCommitment.looks_like(neuron.commitment.data)  # a publisher's data release
+            or PayloadCommitment.looks_like(neuron.commitment.data)  # a collab payload
         ):
             state.models.pop(neuron.uid, None)  # not a model commitment
             continue

@@ -31,6 +31,7 @@ from crucible.scoring.windows import load_eval_pool
 from crucible.store.documents import DocumentStore
 from crucible.store.resolve import StoreResolver
 from crucible.validator.bundle import Bundle, CompetitionRound
+from crucible.validator.collab_verify import check_collab_inputs
 
 __all__ = ["ChainCheck", "check_against_chain", "check_round_inputs", "check_weights", "reevaluate"]
 
@@ -127,6 +128,7 @@ def check_weights(bundle: Bundle, mg: Metagraph) -> ChainCheck:
 def check_against_chain(bundle: Bundle, chain: Chain) -> ChainCheck:
     mg = chain.metagraph(bundle.netuid)
     found = check_round_inputs(bundle, chain, mg)
+    found.problems += check_collab_inputs(bundle.collab, chain)
     found += check_weights(bundle, mg)
     return found
 

@@ -27,13 +27,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from crucible.chain.interface import Metagraph
+from crucible.protocol.anchor import parse_anchor
 from crucible.protocol.auth import Signer, sign_document, verify_document
+from crucible.protocol.collab import CollabSpec
 from crucible.protocol.errors import AuthError, PayloadRejected, StoreError
 from crucible.store.base import ModelStore
-from crucible.store.documents import DocumentStore
+from crucible.store.documents import BUNDLES, DocumentStore
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "aggregator_hotkeys",
+    "anchored_checkpoint",
     "POINTER_KIND",
     "Checkpoint",
     "CheckpointPointer",
@@ -91,7 +96,10 @@ def _header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict]:
         raise PayloadRejected(
             f"checkpoint dtypes {sorted(dtypes)}; F32 only", code="checkpoint_corrupt"
         )
-    return shapes, json.loads(meta.get("crucible", "{}"))
+    info = json.loads(meta.get("crucible", "{}"))
+    if not isinstance(info, dict):
+        raise PayloadRejected("checkpoint metadata is not a JSON object", code="checkpoint_corrupt")
+    return shapes, info
 
 
 def load_checkpoint_dir(
@@ -162,8 +170,12 @@ class CheckpointPointer:
         try:
             data = json.loads(raw)
             pointer = cls(**data)
-            ok = isinstance(pointer.round_index, int) and isinstance(pointer.checkpoint, str)
-        except (ValueError, TypeError) as exc:
+            ok = all(type(getattr(pointer, f)) is int for f in ("round_index", "block")) and all(
+                isinstance(getattr(pointer, f), str)
+                for f in ("competition", "checkpoint", "aggregator", "signature")
+            )
+            ok = ok and (pointer.previous is None or isinstance(pointer.previous, str))
+        except (ValueError, TypeError, RecursionError) as exc:
             raise AuthError(f"not a checkpoint pointer: {exc}", code="bad_pointer") from exc
         if not ok:
             raise AuthError("not a checkpoint pointer", code="bad_pointer")
@@ -196,4 +208,48 @@ def latest_pointer(
             best is None or pointer.round_index > best.round_index
         ):
             best = pointer
+    return best
+
+
+def aggregator_hotkeys(spec: CollabSpec, owner_hotkey: str | None) -> set[str]:
+    """The spec's aggregators as hotkeys ("owner": the subnet owner's)."""
+    named = {owner_hotkey if a == "owner" else a for a in spec.scoring.aggregators}
+    return {a for a in named if a}
+
+
+def _signed_bundle(documents: DocumentStore, bundle_id: str, signer: str) -> dict | None:
+    """The bundle ``bundle_id`` as JSON, if its content hashes to that id and ``signer`` signed it."""
+    try:
+        data = json.loads(documents.get(BUNDLES, bundle_id))
+        signature = data.pop("signature")
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        if (
+            hashlib.sha256(canonical).hexdigest() != bundle_id
+            or data.get("validator_hotkey") != signer
+        ):
+            return None
+        verify_document(signature, "bundle", bundle_id, signer)
+    except (StoreError, AuthError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return data
+
+
+def anchored_checkpoint(
+    mg: Metagraph, documents: DocumentStore, competition: str, aggregators: set[str]
+) -> tuple[str, int] | None:
+    """(checkpoint id, the round it opens) named by the newest collab round of a bundle an
+    aggregator anchored on chain: the checkpoint's hash as the chain holds it."""
+    best: tuple[str, int] | None = None
+    for neuron in mg.neurons:
+        bundle_id = parse_anchor(neuron.commitment.data if neuron.commitment else None)
+        if neuron.hotkey not in aggregators or bundle_id is None:
+            continue
+        bundle = _signed_bundle(documents, bundle_id, neuron.hotkey)
+        for record in (bundle or {}).get("collab", []):
+            try:
+                found = (str(record["next_checkpoint"]), int(record["round_index"]) + 1)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if record.get("competition") == competition and (best is None or found[1] > best[1]):
+                best = found
     return best

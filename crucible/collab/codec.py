@@ -718,6 +718,15 @@ class ErrorFeedback:
         """A copy of e (fp32, CPU)."""
         return {n: t.clone() for n, t in self._residual.items()}
 
+    def restore(self, residual: Mapping[str, torch.Tensor]) -> None:
+        """Put back a residual taken from ``residual`` (a round whose payload was not counted
+        sends nothing: its mass stays to be sent later)."""
+        if {n: tuple(t.shape) for n, t in residual.items()} != self.shapes:
+            raise ConfigError("the residual's tensors differ from the model's")
+        self._residual = {
+            n: residual[n].detach().to("cpu", torch.float32).clone() for n in self.shapes
+        }
+
     def step(self, delta: Mapping[str, torch.Tensor]) -> Compressed:
         if set(delta) != set(self.shapes):
             raise ConfigError("the pseudo-gradient's tensors differ from the model's")

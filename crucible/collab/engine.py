@@ -144,7 +144,9 @@ def _replays(
 def _measure(
     spec: CollabSpec, model: torch.nn.Module, sub: Submission, delta, data: RoundData, before: dict
 ) -> Measured:
-    lr = spec.outer_lr
+    # one Δ alone is judged at a fraction of the outer step: in the aggregate it is one of
+    # several mostly disjoint sparse updates, and at the full step a good Δ can overshoot
+    lr = spec.outer_lr * spec.scoring.score_lr_factor
     held, own, rand = loss_with_delta(
         model, delta, lr, [data.held_out, data.own[sub.uid], data.random]
     )

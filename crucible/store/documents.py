@@ -14,9 +14,10 @@ from pathlib import Path
 from crucible.protocol.errors import StoreError
 from crucible.store.atomic import write_atomic
 
-__all__ = ["MAX_DOCUMENT_BYTES", "DocumentStore"]
+__all__ = ["BUNDLES", "MAX_DOCUMENT_BYTES", "DocumentStore"]
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+BUNDLES = "bundles"  # the kind validators publish their signed score bundles under
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 

@@ -99,8 +99,8 @@ def test_a_data_release_and_a_bundle_anchor_are_not_models_to_reject(
 ) -> None:
     """The owner's release and a validator's anchor are commitments too: the model sync passes
     over them (recording a rejection would show the owner as a broken miner)."""
+    from crucible.protocol.anchor import ANCHOR_PREFIX
     from crucible.protocol.release import ReleaseCommitment
-    from crucible.validator.anchor import ANCHOR_PREFIX
 
     validator = neuron_factory("anchor-validator", stake_tao=100)
     publisher = neuron_factory("release-publisher")

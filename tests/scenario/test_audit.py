@@ -240,7 +240,7 @@ TAMPERING = {
 def test_tampering_with_a_published_bundle_is_caught(two_epochs: Subnet, kind: str) -> None:
     """A changed bundle under the original signature fails its signature; re-signed by another
     key it is not the validator's; re-signed by the validator itself the chain contradicts it."""
-    from crucible.validator.anchor import anchor_text
+    from crucible.protocol.anchor import anchor_text
     from crucible.validator.bundle import bundle_bytes
 
     s = two_epochs

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from crucible.protocol.anchor import anchor_text, parse_anchor
 from crucible.protocol.errors import StoreError
 from crucible.server import run_in_thread
 from crucible.store.documents import MAX_DOCUMENT_BYTES, DocumentStore
-from crucible.validator.anchor import anchor_text, parse_anchor
 from crucible.validator.bundle_server import build_bundle_server
 
 ID = "ab" * 32

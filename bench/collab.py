@@ -1,0 +1,288 @@
+"""Collaborative training of the collab competition's model: miners vs one process, bytes sent,
+and what free riders and dropouts get — through the validator's own round code.
+
+Every run trains the spec's model (``crucible/competitions/collab.toml``) on the corpus's
+training split and is judged on one fixed set of held-out windows:
+
+* ``collab``    4 miners × R rounds: H inner AdamW steps each on its assignment, error feedback,
+                compressed payloads (``crucible.collab.codec``), every round scored, judged and
+                aggregated by ``crucible.collab.engine.score_payloads`` — what the validator runs;
+* ``no-EF``     the same with the residual dropped every round (no error feedback);
+* ``baseline``  one process, R·H AdamW steps of 4× the batch on the very same windows: the same
+                tokens and inner optimizer as the four miners together (data parallel's run);
+* free riders   3 honest miners + one sending a random, zero, replayed (last round's honest
+                payload) or copied (this round's, committed later) payload: its weight per round;
+* dropout       4 honest miners, two of them away for rounds 2–3, back from round 4.
+
+Bytes: a miner's payload per round against fp32 data-parallel training, which all-reduces every
+step's gradient (H × 4 × parameters bytes per miner per round; a ring all-reduce sends about
+that much again, so the ratio is a lower bound).
+
+    python bench/collab.py                    # R = 8 rounds on data/ (crucible data fetch)
+    python bench/collab.py --quick            # 2 rounds, H = 4: a smoke run (the test runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from bittensor_core import Keypair  # noqa: E402
+
+from crucible.collab.assignment import random_windows, windows_batch  # noqa: E402
+from crucible.collab.codec import (  # noqa: E402
+    ErrorFeedback,
+    PayloadMeta,
+    compress,
+    decode_payload,
+    dense_bytes,
+    encode_payload,
+    index_overlap,
+)
+from crucible.collab.engine import Submission, assigned_windows, draw_round_data, score_payloads  # noqa: E402
+from crucible.collab.measure import mean_loss  # noqa: E402
+from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes  # noqa: E402
+from crucible.competitions import specs_dir  # noqa: E402
+from crucible.miner.collab_train import inner_train  # noqa: E402
+from crucible.protocol.collab import CollabSpec, load_collab_specs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "0" * 64  # the payloads' base-checkpoint field (the bench holds θ itself)
+
+
+def _hash(text: str) -> str:
+    return "0x" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hotkey(name: str) -> str:
+    return Keypair.create_from_seed(hashlib.sha256(f"bench-{name}".encode()).digest()).ss58_address
+
+
+@dataclass
+class Miner:
+    name: str
+    kind: str = "honest"  # honest | random | zero | replay | copy
+    away: frozenset[int] = frozenset()  # rounds it sends nothing
+    hotkey: str = ""
+    feedback: ErrorFeedback | None = None
+
+
+@dataclass
+class History:
+    held_out: list[float] = field(default_factory=list)  # θ's loss before round 1 … after round R
+    weights: list[dict[str, float]] = field(default_factory=list)
+    verdicts: list[dict[str, str]] = field(default_factory=list)
+    payload_bytes: list[int] = field(default_factory=list)
+    honest_overlap: float = 0.0  # largest top-k overlap between two honest payloads of a round
+    self_overlap: float = 0.0  # largest overlap of an honest payload with the last round's
+    seconds: float = 0.0
+
+
+def _delta(spec: CollabSpec, params, tokens, starts) -> dict[str, torch.Tensor]:
+    model = build_shared_model(spec, params)
+    return inner_train(model, tokens, starts, steps=spec.inner_steps, batch_size=spec.batch_size,
+                       lr=spec.inner_lr, weight_decay=spec.inner_weight_decay,
+                       sequence_length=spec.model.sequence_length)  # fmt: skip
+
+
+def _payload(spec, m: Miner, r: int, params, tokens, assign: str, feedback: bool, honest: dict):
+    """(compressed, encoded bytes) for miner ``m`` in round ``r``, or None when it is away."""
+    shapes = param_shapes(params)
+    if r in m.away:
+        return None
+    if m.kind == "honest":
+        delta = _delta(
+            spec, params, tokens, assigned_windows(spec, m.hotkey, r, assign, len(tokens))
+        )
+        c = m.feedback.step(delta) if feedback else compress(delta, spec.codec)
+    elif m.kind == "random":
+        g = torch.Generator().manual_seed(r)
+        c = compress({n: torch.randn(s, generator=g) * 1e-3 for n, s in shapes.items()}, spec.codec)
+    elif m.kind == "zero":
+        c = compress({n: torch.zeros(s) for n, s in shapes.items()}, spec.codec)
+    else:  # replay: the first honest miner's payload of the last round; copy: of this round
+        c = honest.get("last" if m.kind == "replay" else "now")
+        if c is None:
+            return None
+    raw = encode_payload(c, PayloadMeta(spec.key, r, BASE, m.hotkey))
+    return decode_payload(raw, shapes, spec.codec)[1], raw
+
+
+def simulate(spec, tokens, eval_tokens, miners: list[Miner], rounds: int, *, feedback: bool = True,
+             held: torch.Tensor) -> History:  # fmt: skip
+    """R rounds of the collab competition, scored by the validator's ``score_payloads``."""
+    params, momentum = genesis_params(spec), None
+    shapes = param_shapes(params)
+    for m in miners:
+        m.hotkey, m.feedback = _hotkey(m.name), ErrorFeedback(shapes, spec.codec)
+    history, ratings, previous, honest = History(), {}, {}, {}
+    order = sorted(miners, key=lambda m: m.kind in ("replay", "copy"))  # copies come after
+    started = time.perf_counter()
+    for r in range(1, rounds + 1):
+        model = build_shared_model(spec, params)
+        history.held_out.append(mean_loss(model, held, 16))
+        assign, data = _hash(f"assign:{r}"), _hash(f"data:{r}")
+        subs = {}
+        for uid, m in enumerate(order):
+            out = _payload(spec, m, r, params, tokens, assign, feedback, honest)
+            if out is None:
+                continue
+            c, raw = out
+            if m.kind == "honest" and "now" not in honest:
+                honest["now"] = c
+            history.payload_bytes += [len(raw)] if m.kind == "honest" else []
+            late = 5 if m.kind == "copy" else 0
+            subs[uid] = Submission(
+                uid, m.hotkey, 100 * r + uid + late, hashlib.sha256(raw).hexdigest(), c
+            )
+        _overlaps(history, subs, order, previous)
+        accepted = {u: s.hotkey for u, s in subs.items()}
+        rd = draw_round_data(spec, tokens, eval_tokens, accepted, r, assign, data)
+        result = score_payloads(spec, model, params, momentum, subs, rd, previous, ratings, {})
+        params, momentum = result.aggregate.params, result.aggregate.momentum
+        ratings = result.judged.ratings_after
+        previous = {s.payload_hash: s.compressed for s in subs.values()}
+        honest = {"last": honest.get("now")}
+        history.weights.append({order[u].name: w for u, w in result.judged.weights.items()})
+        history.verdicts.append({order[u].name: v for u, v in result.judged.verdicts.items()})
+    history.held_out.append(mean_loss(build_shared_model(spec, params), held, 16))
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+def _overlaps(history: History, subs, order, previous) -> None:
+    honest = [s for u, s in subs.items() if order[u].kind == "honest"]
+    for i, a in enumerate(honest):
+        for b in honest[i + 1 :]:
+            history.honest_overlap = max(
+                history.honest_overlap, index_overlap(a.compressed, b.compressed)
+            )
+        for old in previous.values():
+            history.self_overlap = max(history.self_overlap, index_overlap(a.compressed, old))
+
+
+def baseline(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor) -> float:
+    """One process, the four miners' windows of every round as one 4×-batch run."""
+    step_windows = []
+    for r in range(1, rounds + 1):
+        per_miner = [
+            assigned_windows(spec, _hotkey(m.name), r, _hash(f"assign:{r}"), len(tokens))
+            for m in miners
+        ]
+        for step in range(spec.inner_steps):
+            for starts in per_miner:
+                step_windows.append(starts[step * spec.batch_size : (step + 1) * spec.batch_size])
+    params = genesis_params(spec)
+    model = build_shared_model(spec, params)
+    delta = inner_train(model, tokens, np.concatenate(step_windows), steps=rounds * spec.inner_steps,
+                        batch_size=spec.batch_size * len(miners), lr=spec.inner_lr,
+                        weight_decay=spec.inner_weight_decay, sequence_length=spec.model.sequence_length)  # fmt: skip
+    final = {n: params[n] - delta[n] for n in params}
+    return mean_loss(build_shared_model(spec, final), held, 16)
+
+
+def _zero_round(history: History, name: str) -> int | None:
+    return next(
+        (i + 1 for i, w in enumerate(history.weights) if w.get(name, 0.0) == 0.0 and i > 0), None
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of H = 4 (a smoke run)")
+    args = parser.parse_args()
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+
+    spec = load_collab_specs(specs_dir())["collab"]
+    rounds = args.rounds
+    if args.quick:
+        spec, rounds = spec.model_copy(update={"inner_steps": 4, "batch_size": 2}), 2
+    torch.set_num_threads(1)
+    data = (
+        args.data_dir
+        if (args.data_dir / "corpus" / "train.jsonl").exists()
+        else ROOT / "tests" / "fixtures" / "corpus"
+    )
+    tok = load_tokenizer(specs_dir() / spec.model.tokenizer)
+    tokens, eval_tokens = (token_stream(data, s, tok) for s in ("train", "eval"))
+    L = spec.model.sequence_length
+    held = windows_batch(
+        eval_tokens,
+        random_windows("bench-held-out", 64, len(eval_tokens), L, np.zeros(0, np.int64)),
+        L,
+    )
+    four = lambda: [Miner(f"m{i}") for i in range(4)]  # noqa: E731
+    collab = simulate(spec, tokens, eval_tokens, four(), rounds, held=held)
+    no_ef = simulate(spec, tokens, eval_tokens, four(), rounds, feedback=False, held=held)
+    single = baseline(spec, tokens, four(), rounds, held)
+    riders = {}
+    for kind in ("random", "zero", "replay", "copy"):
+        miners = [Miner(f"m{i}") for i in range(3)] + [Miner("rider", kind)]
+        riders[kind] = simulate(spec, tokens, eval_tokens, miners, min(rounds, 5), held=held)
+    away = frozenset({2, 3})
+    dropout = simulate(spec, tokens, eval_tokens, [Miner("m0"), Miner("m1"), Miner("m2", away=away), Miner("m3", away=away)], min(rounds, 5), held=held)  # fmt: skip
+    report(spec, rounds, collab, no_ef, single, riders, dropout)
+
+
+def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
+    parameters = sum(int(np.prod(s)) for s in param_shapes(genesis_params(spec)).values())
+    dense = dense_bytes(param_shapes(genesis_params(spec)))
+    payload = max(collab.payload_bytes)
+    dp_bytes = spec.inner_steps * dense
+    print(
+        f"collab model: {parameters:,} parameters; {rounds} rounds of H = {spec.inner_steps} inner steps, batch {spec.batch_size} × {spec.model.sequence_length} tokens per miner"
+    )
+    print(f"{'run':<26}{'held-out loss per round':>60}")
+    for name, h in (("collab (4 miners, EF)", collab), ("collab without EF", no_ef)):
+        print(f"{name:<26}{' '.join(f'{x:.3f}' for x in h.held_out):>60}")
+    print(f"{'one process, 4× batch':<26}{single:>60.3f}")
+    gap = (collab.held_out[-1] - single) / single
+    print(
+        f"\nfinal: collab {collab.held_out[-1]:.4f}, without EF {no_ef.held_out[-1]:.4f}, one process {single:.4f} (collab {gap:+.2%} vs one process)"
+    )
+    print(
+        f"bytes per miner per round: payload {payload:,} vs fp32 Δ {dense:,} ({dense / payload:.0f}× compression of Δ) vs data-parallel all-reduce {dp_bytes:,} ({dp_bytes / payload:,.0f}× less)"
+    )
+    print(
+        f"top-k overlap: honest pairs ≤ {collab.honest_overlap:.3f}, honest vs last round ≤ {collab.self_overlap:.3f} (copy threshold {spec.scoring.overlap_threshold})"
+    )
+    print(f"\n{'free rider':<10}{'weight per round':>40}   verdict (last round)")
+    zero_at = {}
+    for kind, h in riders.items():
+        ws = [w.get("rider", 0.0) for w in h.weights]
+        zero_at[kind] = next((i + 1 for i, w in enumerate(ws) if w == 0.0), None)
+        honest_kept = all(all(w.get(f"m{i}", 0) > 0 for i in range(3)) for w in h.weights)
+        print(
+            f"{kind:<10}{' '.join(f'{w:.3f}' for w in ws):>40}   {h.verdicts[-1].get('rider', 'sent nothing')}; honest keep weight: {honest_kept}"
+        )
+    print(
+        f"\ndropout (m2, m3 away in rounds 2–3): held-out {' '.join(f'{x:.3f}' for x in dropout.held_out)}; weights after: {json.dumps({k: round(v, 3) for k, v in dropout.weights[-1].items()})}"
+    )
+    figures = {
+        "parameters": parameters, "rounds": rounds, "inner_steps": spec.inner_steps,
+        "collab_final_loss": round(collab.held_out[-1], 5), "no_ef_final_loss": round(no_ef.held_out[-1], 5),
+        "single_process_final_loss": round(single, 5), "collab_vs_single": round(gap, 5),
+        "payload_bytes": payload, "delta_fp32_bytes": dense, "delta_compression": round(dense / payload, 1),
+        "vs_data_parallel": round(dp_bytes / payload, 1), "honest_overlap_max": round(collab.honest_overlap, 4),
+        "self_overlap_max": round(collab.self_overlap, 4), "free_rider_zero_weight_round": zero_at,
+        "dropout_losses": [round(x, 4) for x in dropout.held_out], "collab_seconds": round(collab.seconds, 1),
+    }  # fmt: skip
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The miner's part in a collab competition: one round after another.
+
+A round ``r`` (``spec.window(r)``): take the newest checkpoint an aggregator signed a pointer for
+(checkpoint 0 from the spec's seed before any exists), fetch it from the store by its id, train
+``inner_steps`` AdamW steps on this hotkey's assignment for the round (a pure function of hotkey,
+round and the window's first block hash), add the error-feedback residual, compress, commit the
+payload's hash on chain and only then put the payload in the store (so nobody can copy it and
+commit first), and keep the new residual on disk. A round whose deadline passes before the
+commitment lands is skipped with its reason, and the residual is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crucible.chain.interface import Chain, SetCommitment, Signer
+from crucible.collab.checkpoint import (
+    CHECKPOINT_FILE,
+    aggregator_hotkeys,
+    anchored_checkpoint,
+    latest_pointer,
+    load_checkpoint_dir,
+    store_checkpoint,
+)
+from crucible.collab.codec import ErrorFeedback, PayloadMeta, encode_payload
+from crucible.collab.engine import assigned_windows
+from crucible.collab.payload_store import payload_hash, put_payload
+from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
+from crucible.miner.collab_train import inner_train
+from crucible.observe.logs import log_event
+from crucible.protocol.collab import CollabSpec, PayloadCommitment
+from crucible.protocol.errors import ConfigError, CrucibleError
+from crucible.store.base import ModelStore
+from crucible.store.documents import DocumentStore
+
+__all__ = ["CollabMiner", "RoundReport", "follow"]
+
+log = logging.getLogger(__name__)
+RESIDUAL_FILE = "residual.safetensors"
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round_index: int
+    outcome: str  # "committed" or why not
+    base_checkpoint: str = ""
+    payload_hash: str = ""
+    payload_bytes: int = 0
+    dense_bytes: int = 0
+    block: int | None = None
+    train_seconds: float = 0.0
+
+
+@dataclass
+class CollabMiner:
+    chain: Chain
+    hotkey: Signer
+    netuid: int
+    spec: CollabSpec
+    store: ModelStore
+    documents: DocumentStore
+    train_tokens: np.ndarray
+    work_dir: Path
+    device: str = "cpu"
+    cluster: object | None = None
+
+    def __post_init__(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._genesis = genesis_params(self.spec)
+        self._shapes = param_shapes(self._genesis)
+        self._genesis_id = store_checkpoint(
+            self.store, self._genesis, None, competition=self.spec.key
+        )
+        path = self.work_dir / RESIDUAL_FILE
+        try:
+            self.feedback = (
+                ErrorFeedback.load(path, self._shapes, self.spec.codec) if path.exists() else None
+            )
+        except ConfigError as exc:  # a residual from another model: start error feedback afresh
+            log.warning("ignoring %s: %s", path, exc)
+            self.feedback = None
+        self.feedback = self.feedback or ErrorFeedback(self._shapes, self.spec.codec)
+
+    def current_checkpoint(self) -> tuple[str, int | None]:
+        """(checkpoint id, the round it opens; None for checkpoint 0): the one an aggregator's
+        bundle anchored on chain names, or a newer one its signed pointer names (the anchor may
+        wait for the commitment rate limit)."""
+        mg = self.chain.metagraph(self.netuid)
+        aggregators = aggregator_hotkeys(self.spec, mg.owner_hotkey)
+        anchored = anchored_checkpoint(mg, self.documents, self.spec.key, aggregators)
+        pointer = latest_pointer(self.documents, self.spec.key, aggregators)
+        if pointer is not None and (anchored is None or pointer.round_index > anchored[1]):
+            return pointer.checkpoint, pointer.round_index
+        return anchored if anchored is not None else (self._genesis_id, None)
+
+    def _params(self, checkpoint: str) -> dict[str, torch.Tensor]:
+        if checkpoint == self._genesis_id:
+            return self._genesis
+        folder = self.store.get("local", checkpoint, self.work_dir / "checkpoints", max_bytes=1 << 34,
+                                allowed_files={CHECKPOINT_FILE})  # fmt: skip
+        return load_checkpoint_dir(folder, self._shapes, competition=self.spec.key).params
+
+    def train_round(self, r: int, checkpoint: str):
+        """(compressed payload, Δ's training seconds) for round ``r`` from ``checkpoint``."""
+        first, _ = self.spec.window(r)
+        starts = assigned_windows(self.spec, self.hotkey.ss58_address, r, self.chain.block_hash(first),
+                                  len(self.train_tokens))  # fmt: skip
+        model = build_shared_model(self.spec, self._params(checkpoint), device=self.device)
+        started = time.perf_counter()
+        delta = inner_train(
+            model, self.train_tokens, starts, steps=self.spec.inner_steps, batch_size=self.spec.batch_size,
+            lr=self.spec.inner_lr, weight_decay=self.spec.inner_weight_decay, device=self.device,
+            cluster=self.cluster, sequence_length=self.spec.model.sequence_length,
+        )  # fmt: skip
+        return delta, time.perf_counter() - started
+
+    def submit(self, r: int, checkpoint: str, delta: dict[str, torch.Tensor]) -> RoundReport:
+        """Compress Δ with error feedback, commit its hash, then store it."""
+        from crucible.collab.codec import dense_bytes
+
+        before = self.feedback.residual
+        compressed = self.feedback.step(delta)
+        meta = PayloadMeta(self.spec.key, r, checkpoint, self.hotkey.ss58_address)
+        raw = encode_payload(compressed, meta)
+        digest = payload_hash(raw)
+        text = str(
+            PayloadCommitment.for_payload(
+                self.spec.key, r, "local", digest, self.hotkey.ss58_address
+            )
+        )
+        result = self.chain.submit(SetCommitment(self.netuid, text), self.hotkey)
+        deadline = self.spec.window(r)[1]
+        if not result.ok or (result.block is not None and result.block > deadline):
+            self.feedback.restore(before)
+            why = (
+                result.message
+                if not result.ok
+                else f"committed at block {result.block}, after the deadline {deadline}"
+            )
+            return RoundReport(
+                r, f"not counted: {why}", checkpoint, digest, len(raw), block=result.block
+            )
+        put_payload(self.store, raw)
+        self.feedback.save(self.work_dir / RESIDUAL_FILE)
+        log_event(log, "collab_payload_committed", round=r, block=result.block, payload=digest[:16],
+                  bytes=len(raw), checkpoint=checkpoint[:16])  # fmt: skip
+        return RoundReport(
+            r, "committed", checkpoint, digest, len(raw), dense_bytes(self._shapes), result.block
+        )
+
+    def run_round(self, r: int, checkpoint: str | None = None) -> RoundReport:
+        checkpoint = checkpoint or self.current_checkpoint()[0]
+        delta, seconds = self.train_round(r, checkpoint)
+        report = self.submit(r, checkpoint, delta)
+        return RoundReport(**{**report.__dict__, "train_seconds": seconds})
+
+
+def follow(miner: CollabMiner, rounds: int | None = None, *, poll_s: float = 2.0, stop=None):
+    """Take part in every round from now on (``rounds`` of them, or until ``stop`` is set):
+    wait for the aggregator's checkpoint of the round (at most half the window, then train from
+    the newest there is), train, submit; yields each round's report. A chain or store that is
+    briefly unreachable is waited for; a round that cannot be trained (its checkpoint is
+    unavailable or corrupt) is skipped with its reason."""
+    spec, done, last = miner.spec, 0, None
+    while (rounds is None or done < rounds) and not (stop is not None and stop.is_set()):
+        try:
+            block = miner.chain.block()
+            r = spec.round_of(block)
+            if r == last:
+                time.sleep(poll_s)  # until the next window opens
+                continue
+            checkpoint, opens = miner.current_checkpoint()
+            if (
+                opens is not None
+                and opens < r
+                and block < spec.window(r)[0] + spec.round_blocks // 2
+            ):
+                time.sleep(poll_s)  # the aggregator is still scoring the last round
+                continue
+            last = r
+            report = miner.run_round(r, checkpoint)
+        except CrucibleError as exc:
+            if not exc.transient and last is None:
+                raise
+            log_event(log, "collab_round_failed", level=logging.WARNING, round=last, code=exc.code,
+                      message=exc.message[:300])  # fmt: skip
+            if exc.transient:
+                time.sleep(poll_s)
+                continue
+            report = RoundReport(last, f"skipped: {exc.code}: {exc.message}"[:300])
+        done += 1
+        yield report

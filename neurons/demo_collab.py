@@ -1,0 +1,161 @@
+"""``make demo``, step 8: four miners train one shared model together (collab competition).
+
+Three honest miners and a free rider take part in a few rounds of the collab competition with
+the real code: ``miner.collab.CollabMiner`` trains, compresses with error feedback, commits and
+stores; the demo's validator scores each round in ``run_round`` (the model competitions' rounds
+alongside) and, as the round's aggregator, signs the next checkpoint's pointer. A single process
+trains on the very same windows with the same inner optimizer, for comparison. Rounds are demo
+sized (15 inner steps instead of the spec's 30) so the step takes a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crucible.neurons.demo_parts import DemoWorld, register
+
+__all__ = ["collab_step"]
+
+HONEST = ("trainer1", "trainer2", "trainer3")
+ROUNDS = 3
+INNER_STEPS = 15
+
+
+def _spec(world: DemoWorld):
+    from crucible.competitions import specs_dir
+    from crucible.protocol.collab import load_collab_specs
+
+    spec = load_collab_specs(specs_dir())["collab"]
+    aggregator = world.keys["validator"][1].ss58_address
+    return spec.model_copy(update={
+        "inner_steps": INNER_STEPS,
+        "scoring": spec.scoring.model_copy(update={"aggregators": (aggregator,)}),
+    })  # fmt: skip
+
+
+def _free_ride(world: DemoWorld, spec, r: int, checkpoint: str, shapes) -> None:
+    """The free rider's payload: random numbers shaped like a pseudo-gradient."""
+    from crucible.chain.interface import SetCommitment
+    from crucible.collab.codec import PayloadMeta, compress, encode_payload
+    from crucible.collab.payload_store import payload_hash, put_payload
+    from crucible.protocol.collab import PayloadCommitment
+    from crucible.store.local import LocalStore
+
+    hotkey = world.keys["freerider"][1]
+    g = torch.Generator().manual_seed(r)
+    noise = {n: torch.randn(s, generator=g) * 1e-3 for n, s in shapes.items()}
+    raw = encode_payload(
+        compress(noise, spec.codec), PayloadMeta(spec.key, r, checkpoint, hotkey.ss58_address)
+    )
+    text = PayloadCommitment.for_payload(
+        spec.key, r, "local", payload_hash(raw), hotkey.ss58_address
+    )
+    world.chain.submit(SetCommitment(1, str(text)), hotkey).raise_for_failure()
+    put_payload(LocalStore(world.store_dir), raw)
+
+
+def _baseline(spec, miners, tokens, round_windows: list[np.ndarray], held) -> list[float]:
+    """One process, every honest miner's windows of a round as one 3×-batch run, after each round."""
+    from crucible.collab.measure import mean_loss
+    from crucible.collab.shared_model import build_shared_model
+    from crucible.miner.collab_train import inner_train
+
+    model, out = build_shared_model(spec), []
+    for windows in round_windows:
+        inner_train(model, tokens, windows, steps=spec.inner_steps, batch_size=spec.batch_size * len(miners),
+                    lr=spec.inner_lr, weight_decay=spec.inner_weight_decay,
+                    sequence_length=spec.model.sequence_length)  # fmt: skip
+        out.append(mean_loss(model.eval(), held, 16))
+    return out
+
+
+def _round_windows(spec, miners, r: int, block_hash: str, stream: int) -> np.ndarray:
+    """The honest miners' windows of round ``r`` interleaved step by step (one big batch)."""
+    from crucible.collab.engine import assigned_windows
+
+    per = [assigned_windows(spec, m.hotkey.ss58_address, r, block_hash, stream) for m in miners]
+    b = spec.batch_size
+    return np.concatenate([w[s * b : (s + 1) * b] for s in range(spec.inner_steps) for w in per])
+
+
+def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
+    from crucible.collab.assignment import random_windows, windows_batch
+    from crucible.collab.measure import mean_loss
+    from crucible.collab.shared_model import build_shared_model
+    from crucible.competitions import specs_dir
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.miner.collab import CollabMiner
+    from crucible.store.documents import DocumentStore
+    from crucible.store.local import LocalStore
+    from crucible.validator.bundle import load_bundle
+    from crucible.validator.collab import CollabRuntime
+    from crucible.validator.loop import run_round
+
+    spec = _spec(world)
+    tok = load_tokenizer(specs_dir() / spec.model.tokenizer)
+    train, held_split = (token_stream(corpus, s, tok) for s in ("train", "eval"))
+    length = spec.model.sequence_length
+    held = windows_batch(
+        held_split,
+        random_windows("demo", 32, len(held_split), length, np.zeros(0, np.int64)),
+        length,
+    )
+    for name in (*HONEST, "freerider"):
+        register(world, name)
+    rt, state = runtime
+    rt.collab["collab"] = CollabRuntime(spec, train, held_split)
+    store, docs = LocalStore(world.store_dir), DocumentStore(world.store_dir)
+    miners = [CollabMiner(world.chain, world.keys[n][1], 1, spec, store, docs, train, world.tmp / "collab" / n)
+              for n in HONEST]  # fmt: skip
+    first = spec.round_of(world.chain.block()) + 1
+    world.chain.step(spec.window(first)[0] - world.chain.block())
+    run_round(rt, state)  # checkpoint 0, and its signed pointer for the round now open
+    print(f"collab@1: model of {sum(t.numel() for t in miners[0]._genesis.values()):,} parameters; rounds of {spec.round_blocks} blocks, "
+          f"{spec.inner_steps} inner AdamW steps of {spec.batch_size}×{length} tokens per miner; the validator aggregates")  # fmt: skip
+    losses, windows, records = [], [], []
+    for r in range(first, first + ROUNDS):
+        checkpoint, _ = miners[0].current_checkpoint()
+        params = miners[0]._params(checkpoint)
+        losses.append(mean_loss(build_shared_model(spec, params), held, 16))
+        reports = [m.run_round(r, checkpoint) for m in miners]
+        _free_ride(world, spec, r, checkpoint, {n: tuple(t.shape) for n, t in params.items()})
+        windows.append(
+            _round_windows(spec, miners, r, world.chain.block_hash(spec.window(r)[0]), len(train))
+        )
+        world.chain.step(spec.data_block(r) - world.chain.block())
+        outcome = run_round(rt, state)
+        records.append((load_bundle(outcome.bundle_path).collab[0], reports, outcome))
+    last = miners[0].current_checkpoint()[0]
+    losses.append(mean_loss(build_shared_model(spec, miners[0]._params(last)), held, 16))
+    _show(world, spec, losses, _baseline(spec, miners, train, windows, held), records)
+
+
+def _show(world: DemoWorld, spec, losses, single, records) -> None:
+    print(f"\n{'after round':>12} {'held-out loss: collab':>22} {'one process, same tokens':>26}")
+    print(f"{'start':>12} {losses[0]:>22.4f} {losses[0]:>26.4f}")
+    for i, (r, _, _) in enumerate(records):
+        print(f"{r.round_index:>12} {losses[i + 1]:>22.4f} {single[i]:>26.4f}")
+    dense = records[0][1][0].dense_bytes
+    sent = max(rep.payload_bytes for _, reps, _ in records for rep in reps)
+    print(f"bytes sent per miner per round: {sent:,} (fp32 Δ: {dense:,}, {dense / sent:.0f}× less; "
+          f"data-parallel all-reduce of every step's gradient: {spec.inner_steps * dense:,}, {spec.inner_steps * dense / sent:,.0f}× less)")  # fmt: skip
+    r, _, outcome = records[-1]
+    print(f"\nround {r.round_index} from the bundle (crucible-validator explain shows the same):")
+    for uid in sorted(r.verdicts):
+        m = r.measured.get(uid)
+        gain = f"held-out {m.held_out_before:.4f} → {m.held_out_after:.4f}" if m else "not measured"
+        print(f"  uid {uid} {world.name_of(uid):10} {r.verdicts[uid]:32} score {r.scores.get(uid, 0):.5f}  {gain}  "
+              f"collab weight {r.weights.get(uid, 0):.3f}")  # fmt: skip
+    print(
+        f"checkpoint {r.base_checkpoint[:12]}… → {r.next_checkpoint[:12]}… from uids {r.selected} "
+        f"(clipped to the median norm {r.clip_median:.3f}); pointer {r.pointer_id[:12]}… signed by the validator"
+    )
+    shown = {world.name_of(u): round(w, 4) for u, w in sorted(outcome.weights.items())}
+    print(
+        f"weights set (tiny {1 - spec.reward_share:.0%} + collab {spec.reward_share:.0%}): {json.dumps(shown)}"
+    )

@@ -1,0 +1,243 @@
+"""Collab training with real processes: honest miners lower the held-out loss round over round,
+the free rider earns nothing and a dropped miner rejoins.
+
+A node process with manual blocks; one ``crucible-validator run`` (staked, the spec's
+aggregator) and three ``crucible-miner collab`` processes, each with its own wallet and work
+dir, sharing one local store and a specs folder whose round is 10 blocks. The test drives the
+clock round by round: at a window's first block it waits for every live miner's commitment and
+stored payload, commits a free rider's random payload itself, steps to the round's data block
+and waits for the validator to score the round and write its bundle. One miner is stopped with
+SIGTERM after the first round and started again (same wallet, same work dir) two rounds later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crucible.chain.interface import SetCommitment
+from crucible.collab.assignment import random_windows, windows_batch
+from crucible.collab.checkpoint import CHECKPOINT_FILE, latest_pointer, load_checkpoint_dir
+from crucible.collab.codec import PayloadMeta, compress, encode_payload
+from crucible.collab.measure import mean_loss
+from crucible.collab.payload_store import put_payload
+from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
+from crucible.competitions import specs_dir
+from crucible.corpus.dataset import token_stream
+from crucible.corpus.tokenizer import load_tokenizer
+from crucible.protocol.collab import CollabSpec, PayloadCommitment
+from crucible.store.documents import DocumentStore
+from crucible.store.local import LocalStore
+from crucible.validator.bundle import Bundle, load_bundle, recompute
+from crucible.validator.collab_record import CollabRound
+from tests.chain.nodeproc import NodeProcess
+from tests.conftest import keypair
+from tests.scenario.collab_procs import FIXTURE, CollabSubnet, wait_for, write_specs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+HONEST = ("ann", "bob", "cid")
+DROPPED = "cid"  # stopped after the first round, started again before the third
+AWAY = (1,)  # the rounds (0-based) it misses
+ROUNDS = 4
+RIDER = "zed"  # the free rider: random payloads, committed by the test process itself
+VALIDATOR = "val"
+
+
+@dataclass
+class Played:
+    net: CollabSubnet
+    spec: CollabSpec
+    first_round: int
+    bundles: list[Bundle]  # one per round, in order
+    committed: dict[tuple[str, int], str]  # (miner, round) → its "round r: …" output line
+    exit_codes: dict[str, int | None]  # every process stopped with SIGTERM
+    logs: dict[str, str]
+
+    def record(self, k: int) -> CollabRound:
+        (r,) = self.bundles[k].collab
+        return r
+
+    def uid(self, name: str) -> int:
+        return self.net.uids[name]
+
+
+def _free_rider(net: CollabSubnet, spec: CollabSpec, r: int, seed: int) -> None:
+    """A random pseudo-gradient on the current checkpoint, stored and committed by the rider."""
+    pointer = latest_pointer(
+        DocumentStore(net.store_dir), spec.key, {net.keys[VALIDATOR].ss58_address}
+    )
+    assert pointer is not None and pointer.round_index == r, pointer
+    g = torch.Generator().manual_seed(seed)
+    shapes = param_shapes(genesis_params(spec))
+    noise = {n: torch.randn(s, generator=g) * 1e-2 for n, s in shapes.items()}
+    hotkey = net.keys[RIDER]
+    meta = PayloadMeta(spec.key, r, pointer.checkpoint, hotkey.ss58_address)
+    digest = put_payload(
+        LocalStore(net.store_dir), encode_payload(compress(noise, spec.codec), meta)
+    )
+    text = PayloadCommitment.for_payload(spec.key, r, "local", digest, hotkey.ss58_address)
+    net.chain.submit(SetCommitment(1, str(text)), hotkey).raise_for_failure()
+
+
+def _await_miner(net: CollabSubnet, name: str, r: int) -> str:
+    """``name``'s commitment for round ``r`` on chain and its payload stored (it prints its
+    round line only after the store has the payload); that line."""
+    wait_for(f"{name}'s commitment for round {r}", lambda: net.committed_round(name) == r)
+    match = net.procs[name].wait_line(rf"^round {r}: .*$")
+    assert match.group(0).startswith(f"round {r}: committed"), match.group(0)
+    return match.group(0)
+
+
+def _scored(net: CollabSubnet, r: int) -> Bundle:
+    """Wait for the validator to score round ``r``; the bundle that round wrote."""
+    validator = net.procs[VALIDATOR]
+
+    def scored() -> bool:
+        if not validator.alive():
+            raise AssertionError(f"the validator exited: {validator.text()[-3000:]}")
+        return net.collab_progress(VALIDATOR).get("last_scored") == r
+
+    wait_for(f"the validator to score round {r}", scored)
+    name = net.state(VALIDATOR)["last_bundle"]
+    return load_bundle(net.tmp / VALIDATOR / "bundles" / name)
+
+
+def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
+    net.register(VALIDATOR, stake_tao=1000)
+    for name in HONEST:
+        net.register(name)
+    net.register(RIDER, keypair=keypair("collab-procs-rider"))
+    spec = write_specs(net.specs, net.keys[VALIDATOR].ss58_address)
+    first_round = 3  # after two epochs (tempo 10): the validator holds a permit
+    net.step_to(spec.window(first_round)[0])
+    net.start_validator(VALIDATOR)
+    for name in HONEST:
+        net.start_miner(name)
+    for proc in list(net.procs.values()):
+        proc.wait_line(r"^ready: ")
+    return spec, first_round
+
+
+def _play(net: CollabSubnet) -> tuple[CollabSpec, int, list[Bundle], dict, dict]:
+    spec, first_round = _setup(net)
+    bundles, committed, exit_codes = [], {}, {}
+    for k in range(ROUNDS):
+        r = first_round + k
+        assert net.chain.block() == spec.window(r)[0]
+        if k == max(AWAY) + 1:  # back before this round: same wallet, same work dir
+            net.start_miner(DROPPED).wait_line(r"^ready: ")
+        live = [n for n in HONEST if not (n == DROPPED and k in AWAY)]
+        for name in live:
+            committed[(name, r)] = _await_miner(net, name, r)
+        _free_rider(net, spec, r, seed=k)
+        if k == min(AWAY) - 1:  # its payload is in: it drops out before the round is scored
+            exit_codes[f"{DROPPED} (dropped)"] = net.stop(DROPPED)
+        net.step_to(spec.data_block(r))  # the next round's first block, too
+        bundles.append(_scored(net, r))
+    exit_codes.update(net.stop_all())
+    return spec, first_round, bundles, committed, exit_codes
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
+    tmp = tmp_path_factory.mktemp("collab-procs")
+    node = NodeProcess(tmp / "chain", keypair("owner-coldkey").ss58_address,
+                       "--commitment-rate-limit", "1")  # fmt: skip
+    chain = node.start()
+    net = CollabSubnet(tmp, node, chain)
+    try:
+        spec, first_round, bundles, committed, exit_codes = _play(net)
+        logs = {f"{p.name}#{i}": p.text() for i, p in enumerate(net.stopped)}
+        yield Played(net, spec, first_round, bundles, committed, exit_codes, logs)
+    finally:
+        net.stop_all()  # whatever is still running after a failure
+        chain.close()
+        node.stop()
+
+
+def _held_out_loss(spec: CollabSpec, store: LocalStore, checkpoint: str, dest: Path) -> float:
+    tokens = token_stream(FIXTURE, "eval", load_tokenizer(specs_dir() / spec.model.tokenizer))
+    length = spec.model.sequence_length
+    starts = random_windows("collab-procs-held-out", 16, len(tokens), length, np.zeros(0, np.int64))
+    folder = store.get(
+        "local", checkpoint, dest, max_bytes=1 << 30, allowed_files={CHECKPOINT_FILE}
+    )
+    params = load_checkpoint_dir(folder, param_shapes(genesis_params(spec)), competition=spec.key)
+    model = build_shared_model(spec, params.params)
+    return mean_loss(model, windows_batch(tokens, starts, length), 8)
+
+
+def test_every_round_is_scored_from_the_checkpoint_the_last_round_made(played: Played) -> None:
+    records = [played.record(k) for k in range(ROUNDS)]
+    assert [r.round_index for r in records] == [played.first_round + k for k in range(ROUNDS)]
+    for before, after in zip(records, records[1:], strict=False):
+        assert after.base_checkpoint == before.next_checkpoint
+    assert all(r.pointer_id and r.base_checkpoint != r.next_checkpoint for r in records)
+
+
+def test_honest_miners_lower_the_held_out_loss_round_over_round(
+    played: Played, tmp_path: Path
+) -> None:
+    store = LocalStore(played.net.store_dir)
+    records = [played.record(k) for k in range(ROUNDS)]
+    checkpoints = [r.base_checkpoint for r in records] + [records[-1].next_checkpoint]
+    losses = [
+        _held_out_loss(played.spec, store, c, tmp_path / str(i)) for i, c in enumerate(checkpoints)
+    ]
+    assert all(after < before for before, after in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_honest_payloads_score_while_their_miner_is_there(played: Played) -> None:
+    for k in range(ROUNDS):
+        r = played.record(k)
+        for name in HONEST:
+            uid = played.uid(name)
+            if name == DROPPED and k in AWAY:
+                assert r.verdicts.get(uid, "no payload") == "no payload", r.verdicts
+                assert uid not in r.selected
+                continue
+            assert r.verdicts[uid] == "ok" and r.scores[uid] > 0, (k, name, r.verdicts)
+        assert r.selected and set(r.selected) <= {played.uid(n) for n in HONEST}
+
+
+def test_the_free_rider_earns_nothing(played: Played) -> None:
+    uid = played.uid(RIDER)
+    for k in range(ROUNDS):
+        r = played.record(k)
+        assert uid in r.verdicts and r.scores[uid] == 0.0, r.verdicts.get(uid)
+        assert uid not in r.selected
+    last = played.record(ROUNDS - 1)
+    assert last.weights.get(uid, 0.0) == 0.0
+    assert all(last.weights[played.uid(n)] > 0 for n in HONEST)
+
+
+def test_a_dropped_miner_rejoins_from_the_current_checkpoint(played: Played) -> None:
+    uid = played.uid(DROPPED)
+    for k in range(max(AWAY) + 1, ROUNDS):
+        r = played.record(k)
+        line = played.committed[(DROPPED, r.round_index)]
+        assert f"from {r.base_checkpoint[:12]}" in line, line  # trained from the round's base
+        assert r.verdicts[uid] == "ok" and uid in r.selected, r.verdicts
+    runs = [text for name, text in played.logs.items() if name.startswith(f"{DROPPED}#")]
+    assert len(runs) == 2  # one process before the drop, one after
+
+
+def test_every_bundle_recomputes_bit_for_bit(played: Played) -> None:
+    for bundle in played.bundles:
+        assert bundle.validator_hotkey == played.net.keys[VALIDATOR].ss58_address
+        report = recompute(bundle)
+        assert report.identical, report.differences
+
+
+def test_every_process_stops_cleanly_on_sigterm(played: Played) -> None:
+    assert played.exit_codes and all(code == 0 for code in played.exit_codes.values()), (
+        played.exit_codes
+    )
+    for name, text in played.logs.items():
+        assert "stopped cleanly on SIGTERM" in text, (name, text[-2000:])

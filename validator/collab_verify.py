@@ -1,0 +1,132 @@
+"""``crucible-validator verify`` for collab rounds: the measurements and the next checkpoint
+recomputed from the payloads and the checkpoint in the store, and the round's block hashes
+checked against the chain.
+
+``reevaluate_collab`` fetches the round's base checkpoint and every measured uid's payload by
+the hashes its commitment names, redraws the scoring data from the recorded block hashes, reruns
+``crucible.collab.engine.score_payloads`` and compares every measured loss and overlap bit for
+bit; then it aggregates the recorded contributors with ``aggregate_round`` and checks the digest
+of the result against the bundle's and against the next checkpoint held in the store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from crucible.chain.interface import Chain
+from crucible.collab.aggregate import aggregate_round, tensors_digest
+from crucible.collab.checkpoint import CHECKPOINT_FILE, load_checkpoint_dir
+from crucible.collab.codec import decode_payload, decompress, max_payload_bytes
+from crucible.collab.engine import Submission, draw_round_data, score_payloads
+from crucible.collab.payload_store import fetch_payload
+from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
+from crucible.protocol.collab import CollabSpec, PayloadCommitment
+from crucible.protocol.errors import ChainError, CrucibleError
+from crucible.store.base import ModelStore
+from crucible.validator.collab_record import CollabRound, MeasuredLosses
+
+__all__ = ["check_collab_inputs", "reevaluate_collab"]
+
+
+def check_collab_inputs(rounds: list[CollabRound], chain: Chain) -> list[str]:
+    problems = []
+    for r in rounds:
+        for block, claimed in (
+            (r.window[0], r.assign_block_hash),
+            (r.data_block, r.data_block_hash),
+        ):
+            try:
+                if chain.block_hash(block) != claimed:
+                    problems.append(
+                        f"{r.competition} round {r.round_index}: block {block}'s hash is not the chain's"
+                    )
+            except ChainError as exc:
+                problems.append(
+                    f"{r.competition} round {r.round_index}: block {block}: {exc.message}"
+                )
+    return problems
+
+
+def _checkpoint(store: ModelStore, digest: str, spec: CollabSpec, tmp: Path):
+    folder = store.get("local", digest, tmp, max_bytes=1 << 34, allowed_files={CHECKPOINT_FILE})
+    return load_checkpoint_dir(folder, param_shapes(genesis_params(spec)), competition=spec.key)
+
+
+def _submissions(
+    r: CollabRound, spec: CollabSpec, store: ModelStore, shapes, tmp: Path
+) -> dict[int, Submission]:
+    subs = {}
+    for uid in sorted(r.measured):
+        c = PayloadCommitment.parse(r.commitments[uid])
+        raw = fetch_payload(
+            store, c.store_ref, c.content_hash, tmp, max_payload_bytes(shapes, spec.codec)
+        )
+        subs[uid] = Submission(uid, r.hotkeys[uid], r.commit_blocks[uid], c.content_hash,
+                               decode_payload(raw, shapes, spec.codec)[1])  # fmt: skip
+    for uid, why in r.rejected.items():
+        subs[uid] = Submission(
+            uid, r.hotkeys.get(uid, ""), r.commit_blocks.get(uid, 0), "", rejected=why
+        )
+    return subs
+
+
+def reevaluate_collab(
+    r: CollabRound, spec: CollabSpec, store: ModelStore, train_tokens, eval_tokens
+) -> list[str]:
+    """Differences between the bundle's collab round and its recomputation here (empty: none)."""
+    where = f"{r.competition} round {r.round_index}"
+    if spec.key != r.competition or spec.spec_hash != r.spec_hash:
+        return [f"{where}: spec not available with hash {r.spec_hash[:12]}"]
+    with tempfile.TemporaryDirectory(prefix="crucible-verify-collab-") as tmp:
+        try:
+            base = _checkpoint(store, r.base_checkpoint, spec, Path(tmp))
+            shapes = param_shapes(base.params)
+            subs = _submissions(r, spec, store, shapes, Path(tmp))
+            following = _checkpoint(store, r.next_checkpoint, spec, Path(tmp))
+        except CrucibleError as exc:
+            return [f"{where}: inputs unavailable: {exc.message}"]
+    model = build_shared_model(spec, base.params)
+    accepted = {u: s.hotkey for u, s in subs.items() if s.compressed is not None}
+    data = draw_round_data(
+        spec,
+        train_tokens,
+        eval_tokens,
+        accepted,
+        r.round_index,
+        r.assign_block_hash,
+        r.data_block_hash,
+    )
+    result = score_payloads(
+        spec, model, base.params, base.momentum, subs, data, {}, r.ratings_before, r.held
+    )
+    out = []
+    for uid, m in sorted(result.measured.items()):
+        if (
+            MeasuredLosses(**{k: getattr(m, k) for k in MeasuredLosses.model_fields})
+            != r.measured[uid]
+        ):
+            out.append(f"{where}: uid {uid}'s measured losses differ")
+    if [(a, b, v) for (a, b), v in sorted(result.overlaps.items())] != [
+        tuple(o) for o in r.overlaps
+    ]:
+        out.append(f"{where}: the overlaps differ")
+    deltas = {u: decompress(subs[u].compressed, shapes, spec.codec) for u in r.selected}
+    agg = aggregate_round(
+        base.params,
+        base.momentum,
+        deltas,
+        lr=r.outer_lr,
+        momentum_factor=r.outer_momentum,
+        nesterov=r.nesterov,
+    )
+    digest = tensors_digest(agg.params)
+    if digest != r.next_digest:
+        out.append(
+            f"{where}: the aggregate of uids {r.selected} is not the bundle's next checkpoint"
+        )
+    if tensors_digest(following.params) != r.next_digest:
+        out.append(
+            f"{where}: the stored next checkpoint {r.next_checkpoint[:12]}… is not the aggregate"
+        )
+    return out
