@@ -24,15 +24,16 @@ from crucible.collab.checkpoint import (
     CHECKPOINT_FILE,
     aggregator_hotkeys,
     anchored_checkpoint,
+    checkpoint_id,
     latest_pointer,
     load_checkpoint_dir,
-    store_checkpoint,
 )
 from crucible.collab.codec import ErrorFeedback, PayloadMeta, encode_payload
 from crucible.collab.engine import assigned_windows
 from crucible.collab.payload_store import payload_hash, put_payload
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
 from crucible.miner.collab_train import inner_train
+from crucible.miner.distributed import broadcast_object
 from crucible.observe.logs import log_event
 from crucible.protocol.collab import CollabSpec, PayloadCommitment
 from crucible.protocol.errors import ConfigError, CrucibleError
@@ -70,13 +71,15 @@ class CollabMiner:
     device: str = "cpu"
     cluster: object | None = None
 
+    @property
+    def _rank(self) -> int:
+        return 0 if self.cluster is None else self.cluster.rank
+
     def __post_init__(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._genesis = genesis_params(self.spec)
         self._shapes = param_shapes(self._genesis)
-        self._genesis_id = store_checkpoint(
-            self.store, self._genesis, None, competition=self.spec.key
-        )
+        self._genesis_id = checkpoint_id(self._genesis, None, competition=self.spec.key)
         path = self.work_dir / RESIDUAL_FILE
         try:
             self.feedback = (
@@ -102,7 +105,7 @@ class CollabMiner:
     def _params(self, checkpoint: str) -> dict[str, torch.Tensor]:
         if checkpoint == self._genesis_id:
             return self._genesis
-        folder = self.store.get("local", checkpoint, self.work_dir / "checkpoints", max_bytes=1 << 34,
+        folder = self.store.get("local", checkpoint, self.work_dir / "checkpoints" / f"rank{self._rank}", max_bytes=1 << 34,
                                 allowed_files={CHECKPOINT_FILE})  # fmt: skip
         return load_checkpoint_dir(folder, self._shapes, competition=self.spec.key).params
 
@@ -155,10 +158,47 @@ class CollabMiner:
         )
 
     def run_round(self, r: int, checkpoint: str | None = None) -> RoundReport:
+        """Train round ``r`` (every rank under torchrun) and submit it (rank 0 only)."""
         checkpoint = checkpoint or self.current_checkpoint()[0]
         delta, seconds = self.train_round(r, checkpoint)
+        if self.cluster is not None and not self.cluster.is_main:
+            return RoundReport(
+                r, f"trained on rank {self.cluster.rank}", checkpoint, train_seconds=seconds
+            )
         report = self.submit(r, checkpoint, delta)
         return RoundReport(**{**report.__dict__, "train_seconds": seconds})
+
+
+def _next_round(miner: CollabMiner, last: int | None) -> tuple[int, str] | None:
+    """(round, checkpoint) to train now, or None to wait: a new window whose checkpoint the
+    aggregator has published (or half the window gone: the newest there is)."""
+    spec = miner.spec
+    block = miner.chain.block()
+    r = spec.round_of(block)
+    if r == last:
+        return None
+    checkpoint, opens = miner.current_checkpoint()
+    if opens is not None and opens < r and block < spec.window(r)[0] + spec.round_blocks // 2:
+        return None  # the aggregator is still scoring the last round
+    return r, checkpoint
+
+
+def _decide(miner: CollabMiner, last: int | None, poll_s: float, stop) -> tuple[int, str] | None:
+    """Rank 0 waits for the next round (None: stopped); under torchrun every rank gets it."""
+    cluster = miner.cluster
+    decision = None
+    if cluster is None or cluster.is_main:
+        while decision is None and not (stop is not None and stop.is_set()):
+            try:
+                decision = _next_round(miner, last)
+            except CrucibleError as exc:
+                if not exc.transient:
+                    raise
+                log_event(log, "collab_waiting", level=logging.WARNING, code=exc.code,
+                          message=exc.message[:300])  # fmt: skip
+            if decision is None:
+                time.sleep(poll_s)
+    return decision if cluster is None else broadcast_object(decision, cluster)
 
 
 def follow(miner: CollabMiner, rounds: int | None = None, *, poll_s: float = 2.0, stop=None):
@@ -166,33 +206,21 @@ def follow(miner: CollabMiner, rounds: int | None = None, *, poll_s: float = 2.0
     wait for the aggregator's checkpoint of the round (at most half the window, then train from
     the newest there is), train, submit; yields each round's report. A chain or store that is
     briefly unreachable is waited for; a round that cannot be trained (its checkpoint is
-    unavailable or corrupt) is skipped with its reason."""
-    spec, done, last = miner.spec, 0, None
-    while (rounds is None or done < rounds) and not (stop is not None and stop.is_set()):
+    unavailable or corrupt) is skipped with its reason. Under torchrun rank 0 decides the
+    round and every rank trains its share of each batch."""
+    done, last = 0, None
+    while rounds is None or done < rounds:
+        decision = _decide(miner, last, poll_s, stop)
+        if decision is None:
+            return
+        last, checkpoint = decision
         try:
-            block = miner.chain.block()
-            r = spec.round_of(block)
-            if r == last:
-                time.sleep(poll_s)  # until the next window opens
-                continue
-            checkpoint, opens = miner.current_checkpoint()
-            if (
-                opens is not None
-                and opens < r
-                and block < spec.window(r)[0] + spec.round_blocks // 2
-            ):
-                time.sleep(poll_s)  # the aggregator is still scoring the last round
-                continue
-            last = r
-            report = miner.run_round(r, checkpoint)
+            report = miner.run_round(last, checkpoint)
         except CrucibleError as exc:
-            if not exc.transient and last is None:
-                raise
-            log_event(log, "collab_round_failed", level=logging.WARNING, round=last, code=exc.code,
-                      message=exc.message[:300])  # fmt: skip
-            if exc.transient:
-                time.sleep(poll_s)
-                continue
+            if miner.cluster is not None and miner.cluster.distributed:
+                raise  # every rank must stop together: torchrun tears the group down
+            log_event(log, "collab_round_skipped", level=logging.WARNING, round=last,
+                      code=exc.code, message=exc.message[:300])  # fmt: skip
             report = RoundReport(last, f"skipped: {exc.code}: {exc.message}"[:300])
         done += 1
         yield report

@@ -169,6 +169,15 @@ def sum_across(values: torch.Tensor, cluster: Cluster) -> torch.Tensor:
     return out
 
 
+def broadcast_object(obj: object, cluster: Cluster) -> object:
+    """Rank 0's ``obj`` on every rank (picklable Python data between our own processes only)."""
+    if not cluster.distributed:
+        return obj
+    box = [obj if cluster.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(cluster: Cluster) -> None:
     if cluster.distributed:
         dist.barrier()

@@ -196,11 +196,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collab_line(report) -> str:
+    ratio = report.dense_bytes / report.payload_bytes if report.payload_bytes else 0
+    return (
+        f"round {report.round_index}: {report.outcome} at block {report.block}; "
+        f"{report.payload_bytes:,} bytes ({ratio:.0f}× less than fp32 Δ), "
+        f"trained {report.train_seconds:.1f} s from {report.base_checkpoint[:12]}…"
+    )
+
+
 @exits_cleanly
 def cmd_collab(args: argparse.Namespace) -> int:
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
     from crucible.miner.collab import CollabMiner, follow
+    from crucible.miner.distributed import cluster_from_env, process_group
     from crucible.protocol.collab import load_collab_specs
     from crucible.protocol.errors import ConfigError
     from crucible.store.documents import DocumentStore
@@ -212,18 +222,19 @@ def cmd_collab(args: argparse.Namespace) -> int:
                           fix=f"one of: {', '.join(sorted(specs)) or 'none'}")  # fmt: skip
     spec = specs[args.competition]
     keys = load_keys(args)
+    cluster = cluster_from_env()
+    device = cluster.device(args.device)
     tokens = token_stream(args.data_dir, "train", load_tokenizer(args.specs / spec.model.tokenizer))
-    miner = CollabMiner(
-        chain_from(args), keys.hotkey, args.netuid, spec, LocalStore(args.store_dir),
-        DocumentStore(args.store_dir), tokens, args.work_dir, device=args.device,
-    )  # fmt: skip
-    with stops_on_signals("crucible-miner collab"):
-        announce_ready(f"collab miner {keys.hotkey.ss58_address[:10]}… on {spec.key}")
+    with process_group(cluster, device), stops_on_signals("crucible-miner collab"):
+        miner = CollabMiner(
+            chain_from(args), keys.hotkey, args.netuid, spec, LocalStore(args.store_dir),
+            DocumentStore(args.store_dir), tokens, args.work_dir, device=device, cluster=cluster,
+        )  # fmt: skip
+        if cluster.is_main:
+            announce_ready(f"collab miner {keys.hotkey.ss58_address[:10]}… on {spec.key}")
         for report in follow(miner, args.rounds or None, poll_s=args.poll):
-            ratio = report.dense_bytes / report.payload_bytes if report.payload_bytes else 0
-            print(f"round {report.round_index}: {report.outcome} at block {report.block}; "
-                  f"{report.payload_bytes:,} bytes ({ratio:.0f}× less than fp32 Δ), "
-                  f"trained {report.train_seconds:.1f} s from {report.base_checkpoint[:12]}…", flush=True)  # fmt: skip
+            if cluster.is_main:
+                print(_collab_line(report), flush=True)
     return 0
 
 

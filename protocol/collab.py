@@ -85,7 +85,9 @@ class CollabScoring(_Strict):
     """How validators score and aggregate a round's payloads."""
 
     eval_windows: int = Field(ge=1, le=4096)  # held-out windows per round (drawn after deadline)
-    proof_windows: int = Field(ge=1, le=4096)  # own-assignment and random windows, each
+    proof_windows: int = Field(ge=2, le=4096)  # own-assignment and random windows, each
+    # the proof of own data: own windows must gain this many standard errors more than random
+    proof_z: float = Field(gt=0, le=10)
     eval_delay_blocks: int = Field(ge=1, le=10_000)  # the data block is this far past deadline
     overlap_threshold: float = Field(gt=0, le=1)  # top-k index overlap that marks a copy
     max_contributors: int = Field(ge=1, le=4096)  # best positive payloads aggregated per round

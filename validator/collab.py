@@ -25,6 +25,7 @@ from crucible.collab.checkpoint import (
     Checkpoint,
     CheckpointPointer,
     aggregator_hotkeys,
+    latest_pointer,
     load_checkpoint_dir,
     publish_pointer,
     store_checkpoint,
@@ -89,6 +90,22 @@ def _point(
         rt.keypair
     )
     return publish_pointer(rt.documents, pointer)
+
+
+def _aggregators_checkpoint(
+    rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph, opens: int, mine: str
+) -> str | None:
+    """What an aggregator's pointer says round ``opens`` starts from, if it is out already; a
+    different id than this validator's own is logged (one of the two computed wrongly)."""
+    if rt.documents is None:
+        return None
+    pointer = latest_pointer(rt.documents, cr.spec.key, aggregators(cr.spec, mg))
+    if pointer is None or pointer.round_index != opens:
+        return None
+    if pointer.checkpoint != mine:
+        log_event(log, "collab_checkpoint_mismatch", level=logging.WARNING, round=opens - 1,
+                  ours=mine[:16], aggregators=pointer.checkpoint[:16])  # fmt: skip
+    return pointer.checkpoint
 
 
 def _start(rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph) -> CollabProgress:
@@ -254,11 +271,12 @@ def score_collab(
         rt.resolve_store("local"), agg.params, agg.momentum, competition=spec.key
     )
     pointer = _point(rt, cr, mg, r + 1, next_id, progress.checkpoint)
+    theirs = None if pointer else _aggregators_checkpoint(rt, cr, mg, r + 1, next_id)
     record = CollabRound(
         competition=spec.key, spec_hash=spec.spec_hash, round_index=r, window=spec.window(r),
         assign_block_hash=assign_hash, data_block=spec.data_block(r), data_block_hash=data_hash,
         base_checkpoint=progress.checkpoint, next_checkpoint=next_id, next_digest=result.next_digest,
-        pointer_id=pointer, hotkeys={u: s.hotkey for u, s in subs.items()}, commitments=raws,
+        pointer_id=pointer, aggregator_checkpoint=theirs, hotkeys={u: s.hotkey for u, s in subs.items()}, commitments=raws,
         commit_blocks={u: s.commit_block for u, s in subs.items()},
         payload_bytes={u: s.payload_bytes for u, s in subs.items() if s.compressed is not None},
         measured={u: MeasuredLosses(**{k: getattr(m, k) for k in MeasuredLosses.model_fields})

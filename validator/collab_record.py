@@ -23,6 +23,8 @@ class MeasuredLosses(_Model):
     own_after: float
     random_before: float
     random_after: float
+    own_gains: list[float] = Field(default_factory=list)  # per window: the proof's inputs
+    random_gains: list[float] = Field(default_factory=list)
 
 
 class CollabRound(_Model):
@@ -36,9 +38,8 @@ class CollabRound(_Model):
     base_checkpoint: str  # the checkpoint this round trained from
     next_checkpoint: str  # the aggregate's checkpoint id (store content hash)
     next_digest: str  # sha256 over its parameters (crucible.collab.aggregate.tensors_digest)
-    pointer_id: str | None = (
-        None  # the signed collab-checkpoint document, if this is the aggregator
-    )
+    pointer_id: str | None = None  # the signed checkpoint pointer, when this is the aggregator
+    aggregator_checkpoint: str | None = None  # else: what the aggregator's pointer named, if out
     hotkeys: dict[int, str]
     commitments: dict[int, str]
     commit_blocks: dict[int, int]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from crucible.chain.interface import Metagraph
 from crucible.validator.bundle import Bundle, CompetitionRound
+from crucible.validator.collab_record import CollabRound
 from crucible.validator.state import ValidatorState
 
 __all__ = ["Explanation", "explain"]
@@ -132,6 +133,33 @@ def _round_lines(
     )
 
 
+def _collab_lines(uid: int, r: CollabRound) -> tuple[list[str], float, dict]:
+    """A collab round: the payload's verdict, its measured effect, the rating, the share."""
+    if uid not in r.verdicts and uid not in r.ratings_after and uid not in r.held:
+        return [], 0.0, {}
+    where = f"{r.competition} round {r.round_index}"
+    if uid in r.held:
+        lines = [f"{where}: held ({r.held[uid]}): rating kept at {r.ratings_after.get(uid, 0):.5f}"]
+    else:
+        lines = [f"{where}: {r.verdicts.get(uid, 'no payload')}"]
+    m = r.measured.get(uid)
+    if m is not None:
+        lines.append(
+            f"{where}: its Δ alone at lr {r.outer_lr * r.scoring.score_lr_factor:g}: held-out "
+            f"{m.held_out_before:.4f} → {m.held_out_after:.4f}, own data {m.own_before:.4f} → "
+            f"{m.own_after:.4f}, random data {m.random_before:.4f} → {m.random_after:.4f}; "
+            f"score {r.scores.get(uid, 0.0):.5f}{' (aggregated)' if uid in r.selected else ''}"
+        )
+    a = r.scoring.ema_alpha
+    before, after = r.ratings_before.get(uid, 0.0), r.ratings_after.get(uid, 0.0)
+    share = r.weights.get(uid, 0.0)
+    lines.append(
+        f"{where}: rating {a:g}·{r.scores.get(uid, 0.0):.5f} + {1 - a:g}·{before:.5f} = {after:.5f}; "
+        f"share of the collab weights {share:.4f} × reward share {r.reward_share:g} = {share * r.reward_share:.4f}"
+    )
+    return lines, share * r.reward_share, {"verdict": r.verdicts.get(uid), "rating": after}
+
+
 def explain(
     uid: int, bundle: Bundle, state: ValidatorState | None = None, mg: Metagraph | None = None
 ) -> Explanation:
@@ -145,6 +173,12 @@ def explain(
     contribution = 0.0
     for r in bundle.rounds:
         round_lines, part, info = _round_lines(uid, r, bundle.burn_uid)
+        lines += round_lines
+        contribution += part
+        if info:
+            details[r.competition] = info
+    for r in bundle.collab:
+        round_lines, part, info = _collab_lines(uid, r)
         lines += round_lines
         contribution += part
         if info:

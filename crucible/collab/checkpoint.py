@@ -34,11 +34,13 @@ from crucible.protocol.collab import CollabSpec
 from crucible.protocol.errors import AuthError, PayloadRejected, StoreError
 from crucible.store.base import ModelStore
 from crucible.store.documents import BUNDLES, DocumentStore
+from crucible.store.hashing import content_hash
 
 __all__ = [
     "CHECKPOINT_FILE",
     "aggregator_hotkeys",
     "anchored_checkpoint",
+    "checkpoint_id",
     "POINTER_KIND",
     "Checkpoint",
     "CheckpointPointer",
@@ -131,6 +133,13 @@ def load_checkpoint_dir(
         {k: tensors[MOMENTUM_PREFIX + k] for k in sorted(expected)} if found != expected else None
     )
     return Checkpoint(params, momentum)
+
+
+def checkpoint_id(params, momentum, *, competition: str) -> str:
+    """The id ``store_checkpoint`` would give these tensors, without storing them."""
+    with tempfile.TemporaryDirectory(prefix="crucible-ckpt-") as tmp:
+        folder = write_checkpoint_dir(params, momentum, Path(tmp) / "ckpt", competition=competition)
+        return content_hash(folder)
 
 
 def store_checkpoint(store: ModelStore, params, momentum, *, competition: str) -> str:

@@ -10,6 +10,8 @@ so two validators given the same inputs compute the same verdicts and the same n
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,8 +22,8 @@ from crucible.collab.aggregate import AggregateResult, aggregate_round, tensors_
 from crucible.collab.assignment import assignment, random_windows, windows_batch
 from crucible.collab.codec import Compressed, decompress, index_overlap
 from crucible.collab.judge import Judged, judge_round
-from crucible.collab.measure import loss_with_delta, mean_loss
-from crucible.collab.rating import Measured
+from crucible.collab.measure import window_losses, window_losses_with_delta
+from crucible.collab.rating import Measured, improvement
 from crucible.protocol.collab import CollabSpec
 
 __all__ = [
@@ -52,8 +54,8 @@ class Submission:
 @dataclass(frozen=True)
 class RoundData:
     held_out: torch.Tensor  # [n, L] windows of the held-out split
-    random: torch.Tensor  # training windows nobody was assigned this round
     own: dict[int, torch.Tensor]  # uid → windows of its own assignment
+    control: dict[int, torch.Tensor]  # uid → each own window's unassigned neighbour, row by row
 
 
 def assigned_windows(
@@ -66,6 +68,35 @@ def assigned_windows(
     )  # fmt: skip
 
 
+def _picked(starts: np.ndarray, count: int, seed: str) -> np.ndarray:
+    """``count`` of ``starts``, chosen by sha256 ranks (no numpy sampling routine: the same
+    choice on every numpy version)."""
+    rank = [hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in range(len(starts))]
+    return np.sort(starts[sorted(range(len(starts)), key=rank.__getitem__)[:count]])
+
+
+def _free(start: int, taken: np.ndarray, length: int, stream: int) -> bool:
+    """A window at ``start`` lies in the stream and overlaps no assigned window."""
+    if start < 0 or start + length > stream:
+        return False
+    i = int(np.searchsorted(taken, start))
+    near = taken[max(0, i - 1) : i + 1]
+    return not np.any(np.abs(near - start) < length)
+
+
+def _pairs(own: np.ndarray, taken: np.ndarray, length: int, stream: int) -> tuple[list, list]:
+    """(own starts, control starts): each own window with the unassigned window right after
+    it (or right before): the same document, nearly the same text statistics, never trained."""
+    mine, controls = [], []
+    for start in own.tolist():
+        for control in (start + length, start - length):
+            if _free(control, taken, length, stream):
+                mine.append(start)
+                controls.append(control)
+                break
+    return mine, controls
+
+
 def draw_round_data(
     spec: CollabSpec,
     train_tokens: np.ndarray,
@@ -75,34 +106,22 @@ def draw_round_data(
     assign_hash: str,
     data_hash: str,
 ) -> RoundData:
+    """The round's scoring windows, all drawn from ``data_hash`` (a block after the deadline)."""
     length, s = spec.model.sequence_length, spec.scoring
     assigned = {
         uid: assigned_windows(spec, hk, round_index, assign_hash, len(train_tokens))
         for uid, hk in sorted(hotkeys.items())
     }
-    rng = np.random.Generator(np.random.PCG64(int(data_hash.removeprefix("0x")[:16], 16)))
-    own = {}
+    taken = np.sort(np.concatenate([*assigned.values(), np.zeros(0, dtype=np.int64)]))
+    own, control = {}, {}
     for uid, starts in assigned.items():
-        picked = np.sort(
-            rng.choice(len(starts), size=min(s.proof_windows, len(starts)), replace=False)
-        )
-        own[uid] = windows_batch(train_tokens, starts[picked], length)
-    everyone = np.concatenate(list(assigned.values())) if assigned else np.zeros(0, dtype=np.int64)
-    rand = random_windows(
-        f"{data_hash}:random", s.proof_windows, len(train_tokens), length, everyone
-    )
-    held = random_windows(
-        f"{data_hash}:held-out",
-        s.eval_windows,
-        len(eval_tokens),
-        length,
-        np.zeros(0, dtype=np.int64),
-    )
-    return RoundData(
-        held_out=windows_batch(eval_tokens, held, length),
-        random=windows_batch(train_tokens, rand, length),
-        own=own,
-    )
+        picked = _picked(starts, s.proof_windows, f"{data_hash}:{hotkeys[uid]}")
+        mine, controls = _pairs(picked, taken, length, len(train_tokens))
+        own[uid] = windows_batch(train_tokens, np.asarray(mine, dtype=np.int64), length)
+        control[uid] = windows_batch(train_tokens, np.asarray(controls, dtype=np.int64), length)
+    held = random_windows(f"{data_hash}:held-out", s.eval_windows, len(eval_tokens), length,
+                          np.zeros(0, dtype=np.int64))  # fmt: skip
+    return RoundData(windows_batch(eval_tokens, held, length), own, control)
 
 
 @dataclass(frozen=True)
@@ -141,20 +160,30 @@ def _replays(
     return out
 
 
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.inf
+
+
+def _gains(before: list[float], after: list[float]) -> tuple[float, ...]:
+    return tuple(improvement(b, a) for b, a in zip(before, after, strict=True))
+
+
 def _measure(
     spec: CollabSpec, model: torch.nn.Module, sub: Submission, delta, data: RoundData, before: dict
 ) -> Measured:
     # one Δ alone is judged at a fraction of the outer step: in the aggregate it is one of
     # several mostly disjoint sparse updates, and at the full step a good Δ can overshoot
     lr = spec.outer_lr * spec.scoring.score_lr_factor
-    held, own, rand = loss_with_delta(
-        model, delta, lr, [data.held_out, data.own[sub.uid], data.random]
+    held, own, rand = window_losses_with_delta(
+        model, delta, lr, [data.held_out, data.own[sub.uid], data.control[sub.uid]], EVAL_BATCH
     )
+    own_before, control_before = before["own"][sub.uid], before["control"][sub.uid]
     return Measured(
         uid=sub.uid, hotkey=sub.hotkey, commit_block=sub.commit_block, payload_hash=sub.payload_hash,
-        held_out_before=before["held"], held_out_after=held,
-        own_before=before["own"][sub.uid], own_after=own,
-        random_before=before["random"], random_after=rand,
+        held_out_before=_mean(before["held"]), held_out_after=_mean(held),
+        own_before=_mean(own_before), own_after=_mean(own),
+        random_before=_mean(control_before), random_after=_mean(rand),
+        own_gains=_gains(own_before, own), random_gains=_gains(control_before, rand),
     )  # fmt: skip
 
 
@@ -177,11 +206,12 @@ def score_payloads(
     rejected = {
         u: s.rejected or "no payload" for u, s in submissions.items() if s.compressed is None
     }
-    before = {
-        "held": mean_loss(model, data.held_out, EVAL_BATCH),
-        "random": mean_loss(model, data.random, EVAL_BATCH),
-        "own": {u: mean_loss(model, data.own[u], EVAL_BATCH) for u in accepted},
-    }
+    with torch.no_grad():
+        before = {
+            "held": window_losses(model, data.held_out, EVAL_BATCH),
+            "own": {u: window_losses(model, data.own[u], EVAL_BATCH) for u in accepted},
+            "control": {u: window_losses(model, data.control[u], EVAL_BATCH) for u in accepted},
+        }
     deltas = {u: decompress(s.compressed, shapes, spec.codec) for u, s in accepted.items()}
     measured = {u: _measure(spec, model, s, deltas[u], data, before) for u, s in accepted.items()}
     overlaps = _overlaps({u: s.compressed for u, s in accepted.items()})

@@ -12,26 +12,70 @@ again, also when a measurement raises.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
 from crucible.protocol.errors import ConfigError, PayloadRejected
 from crucible.scoring.losses import per_sample_losses
 
-__all__ = ["loss_with_delta", "losses_before_after", "mean_loss"]
+__all__ = [
+    "delta_applied",
+    "loss_with_delta",
+    "losses_before_after",
+    "mean_loss",
+    "window_losses",
+    "window_losses_with_delta",
+]
 
 
-def mean_loss(model: torch.nn.Module, batch: torch.Tensor, batch_size: int) -> float:
-    """Mean loss (nats) of ``model`` over the windows of ``batch`` (int64 [n, L]), scored
-    ``batch_size`` windows at a time on the model's device."""
+def _checked_batch(batch: torch.Tensor) -> None:
     if batch.dim() != 2 or batch.shape[1] < 2 or batch.dtype != torch.int64:
         raise ConfigError(
             f"a batch is int64 [windows, tokens ≥ 2]; got {batch.dtype} {tuple(batch.shape)}",
             code="bad_batch",
         )
+
+
+def window_losses(model: torch.nn.Module, batch: torch.Tensor, batch_size: int) -> list[float]:
+    """Each window's mean loss (nats) under ``model``, ``batch_size`` windows at a time."""
+    _checked_batch(batch)
+    if len(batch) == 0:
+        return []
+    device = str(next(model.parameters()).device)
+    windows = batch.detach().cpu().numpy()
+    return list(per_sample_losses(model, windows, batch_size=batch_size, device=device).losses)
+
+
+def mean_loss(model: torch.nn.Module, batch: torch.Tensor, batch_size: int) -> float:
+    """Mean loss (nats) of ``model`` over the windows of ``batch`` (int64 [n, L]), scored
+    ``batch_size`` windows at a time on the model's device."""
+    _checked_batch(batch)
     device = str(next(model.parameters()).device)
     windows = batch.detach().cpu().numpy()
     return per_sample_losses(model, windows, batch_size=batch_size, device=device).mean_loss
+
+
+@contextmanager
+def delta_applied(model: torch.nn.Module, delta: Mapping[str, torch.Tensor], lr: float):
+    """``model`` holds θ − lr·Δ inside the block and θ again, bitwise, after it (also when the
+    block raises). ``delta`` must name exactly the model's parameters with their shapes
+    (``PayloadRejected`` otherwise, nothing touched)."""
+    params = dict(model.named_parameters())
+    _check_delta(params, delta)
+    training = model.training
+    saved = {name: p.detach().clone() for name, p in params.items()}
+    try:
+        with torch.no_grad():
+            for name in sorted(params):
+                p = params[name]
+                p.sub_(delta[name].to(device=p.device, dtype=p.dtype) * lr)
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+        model.train(training)
 
 
 def loss_with_delta(
@@ -42,24 +86,22 @@ def loss_with_delta(
     *,
     batch_size: int | None = None,
 ) -> list[float]:
-    """The mean loss of every batch under θ − lr·Δ (``batch_size`` None: a batch at a time);
-    ``model`` holds θ again, bitwise, when this returns or raises. ``delta`` must name exactly
-    the model's parameters with their shapes (``PayloadRejected`` otherwise, nothing touched)."""
-    params = dict(model.named_parameters())
-    _check_delta(params, delta)
-    training = model.training
-    saved = {name: p.detach().clone() for name, p in params.items()}
-    try:
-        with torch.no_grad():
-            for name in sorted(params):
-                p = params[name]
-                p.sub_(delta[name].to(device=p.device, dtype=p.dtype) * lr)
-            return [mean_loss(model, b, batch_size or max(1, len(b))) for b in batches]
-    finally:
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(saved[name])
-        model.train(training)
+    """The mean loss of every batch under θ − lr·Δ (``batch_size`` None: a batch at a time)."""
+    with delta_applied(model, delta, lr), torch.no_grad():
+        return [mean_loss(model, b, batch_size or max(1, len(b))) for b in batches]
+
+
+def window_losses_with_delta(
+    model: torch.nn.Module,
+    delta: Mapping[str, torch.Tensor],
+    lr: float,
+    batches: Sequence[torch.Tensor],
+    batch_size: int,
+) -> list[list[float]]:
+    """Every window's loss of every batch under θ − lr·Δ, ``batch_size`` windows at a time
+    (the size the losses before were computed with: the same arithmetic on both sides)."""
+    with delta_applied(model, delta, lr), torch.no_grad():
+        return [window_losses(model, b, batch_size) for b in batches]
 
 
 def losses_before_after(

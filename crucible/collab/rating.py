@@ -13,7 +13,7 @@ the rule names one), never measured numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from crucible.protocol.errors import ConfigError
@@ -27,6 +27,7 @@ __all__ = [
     "RoundVerdicts",
     "collab_weights",
     "improvement",
+    "proof_statistic",
     "round_scores",
     "select_contributors",
     "update_ratings",
@@ -51,8 +52,11 @@ class Measured:
     held_out_after: float
     own_before: float  # on windows of the uid's own assignment
     own_after: float
-    random_before: float  # on random training windows not assigned to it
+    random_before: float  # on the control windows: each own window's unassigned neighbour
     random_after: float
+    # per-window relative improvements, own[i] paired with control[i] (empty: compare means)
+    own_gains: tuple[float, ...] = ()
+    random_gains: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,33 @@ def _copy_verdicts(
     return out
 
 
-def _measured_verdict(m: Measured) -> tuple[float, str]:
-    own = improvement(m.own_before, m.own_after)
-    random = improvement(m.random_before, m.random_after)
-    if own <= random:  # its Δ helps its own assignment no more than any data: not trained on it
+def proof_statistic(own: Sequence[float], control: Sequence[float]) -> float:
+    """The paired t of per-window gains: own window i against its control window i (the
+    unassigned text right next to it). How many standard errors its own windows gained more
+    than their neighbours; 0.0 when it cannot be computed (unpaired, too few, non-finite)."""
+    n = len(own)
+    if n < 2 or len(control) != n or not all(math.isfinite(g) for g in (*own, *control)):
+        return 0.0
+    diffs = [a - b for a, b in zip(own, control, strict=True)]
+    mean = math.fsum(diffs) / n
+    error = math.fsum((d - mean) ** 2 for d in diffs) / (n - 1) / n
+    if not error > 0:
+        return math.inf if mean > 0 else 0.0
+    value = mean / math.sqrt(error)
+    return value if math.isfinite(value) else 0.0
+
+
+def _proof_holds(m: Measured, proof_z: float | None) -> bool:
+    """Its Δ helps its own assignment more than the text next to it: it trained on it. With
+    per-window gains and ``proof_z``, by that many standard errors of the paired difference
+    (a miner that trained on other data passes by luck once in ~20 rounds at 1.645)."""
+    if proof_z is not None and m.own_gains and m.random_gains:
+        return proof_statistic(m.own_gains, m.random_gains) > proof_z
+    return improvement(m.own_before, m.own_after) > improvement(m.random_before, m.random_after)
+
+
+def _measured_verdict(m: Measured, proof_z: float | None = None) -> tuple[float, str]:
+    if not _proof_holds(m, proof_z):
         return 0.0, VERDICT_PROOF_FAILED
     score = max(0.0, improvement(m.held_out_before, m.held_out_after))
     return score, (VERDICT_OK if score > 0 else VERDICT_NO_GAIN)
@@ -126,6 +153,7 @@ def round_scores(
     threshold: float,
     *,
     expected: Iterable[int] = (),
+    proof_z: float | None = None,
 ) -> RoundVerdicts:
     """Score every uid; the first rule that applies decides: rejected → 0; replayed (a payload
     seen in an earlier round) → 0; copy (overlap ≥ threshold with an earlier or same-block
@@ -147,7 +175,7 @@ def round_scores(
         elif uid in copies:
             verdict = copies[uid]
         elif uid in by_uid:
-            score, verdict = _measured_verdict(by_uid[uid])
+            score, verdict = _measured_verdict(by_uid[uid], proof_z)
         scores[uid], verdicts[uid] = score, verdict
     return RoundVerdicts(scores, verdicts)
 

@@ -188,6 +188,7 @@ def test_two_validators_compute_the_same_next_checkpoint(played: Played) -> None
         assert a.next_checkpoint == b.next_checkpoint and a.next_digest == b.next_digest
         assert a.measured == b.measured and a.verdicts == b.verdicts
         assert a.pointer_id and b.pointer_id is None  # only the aggregator signs the pointer
+        assert b.aggregator_checkpoint == a.next_checkpoint  # and the other checks it agrees
 
 
 def test_verify_reruns_the_round_from_the_store_and_checks_the_chain(played: Played) -> None:
@@ -204,3 +205,20 @@ def test_verify_reruns_the_round_from_the_store_and_checks_the_chain(played: Pla
     assert check_collab_inputs([moved], w.node) and reevaluate_collab(
         moved, w.spec, w.store, w.train, w.eval
     )
+
+
+def test_explain_walks_a_collab_uid_from_its_measured_losses_to_its_weight(played: Played) -> None:
+    from crucible.validator.explain import explain
+
+    bundle = played.bundles[-1]
+    r = bundle.collab[0]
+    ann, zed = played.world.uids["ann"], played.world.uids["zed"]
+    text = explain(ann, bundle).to_text()
+    assert f"collab@1 round {r.round_index}: ok" in text and "(aggregated)" in text
+    assert (
+        f"held-out {r.measured[ann].held_out_before:.4f} → {r.measured[ann].held_out_after:.4f}"
+        in text
+    )
+    assert f"weight {bundle.weights[ann]:.4f}" in text
+    rider = explain(zed, bundle).to_text()
+    assert r.verdicts[zed] in rider and "share of the collab weights 0.0000" in rider

@@ -28,12 +28,18 @@ FIXTURE = ROOT / "tests" / "fixtures" / "corpus"
 
 
 def small_spec(**scoring: object) -> CollabSpec:
+    """The shipped spec, its round cut to a test's size. The proof's threshold is lowered: the
+    33k-token fixture corpus is trained through within a few rounds, so an honest miner's own
+    windows stand out less than on a real corpus (measured: 1.3–5 standard errors here against
+    5.6–9 on data/), and the shipped 1.645 would fail honest miners at random. Tests that are
+    about the proof itself pass ``proof_z`` back (test_engine)."""
+    scoring = {"proof_z": 0.5, **scoring}
     spec = load_collab_specs(specs_dir())["collab"]
     return spec.model_copy(
         update={
-            "round_blocks": 10, "inner_steps": 6, "batch_size": 2,
+            "round_blocks": 10, "inner_steps": 6, "batch_size": 4,
             "scoring": spec.scoring.model_copy(
-                update={"eval_windows": 8, "proof_windows": 12, **scoring}
+                update={"eval_windows": 8, "proof_windows": 24, **scoring}
             ),
         }
     )  # fmt: skip
