@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--quick", action="store_true", help="2 rounds of H = 4 (a smoke run)")
+    parser.add_argument(
+        "--riders-only", action="store_true", help="only the free-rider and dropout runs"
+    )
     args = parser.parse_args()
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
@@ -225,17 +228,26 @@ def main() -> None:
         random_windows("bench-held-out", 64, len(eval_tokens), L, np.zeros(0, np.int64)),
         L,
     )
+    riders, dropout = _adversity(spec, tokens, eval_tokens, rounds, held)
+    if args.riders_only:
+        print(json.dumps(report_riders(riders, dropout)))
+        return
     four = lambda: [Miner(f"m{i}") for i in range(4)]  # noqa: E731
     collab = simulate(spec, tokens, eval_tokens, four(), rounds, held=held)
     no_ef = simulate(spec, tokens, eval_tokens, four(), rounds, feedback=False, held=held)
     single = baseline(spec, tokens, four(), rounds, held)
+    report(spec, rounds, collab, no_ef, single, riders, dropout)
+
+
+def _adversity(spec, tokens, eval_tokens, rounds: int, held):
+    """(free-rider runs by kind, the dropout run)."""
     riders = {}
     for kind in ("random", "zero", "replay", "copy"):
         miners = [Miner(f"m{i}") for i in range(3)] + [Miner("rider", kind)]
         riders[kind] = simulate(spec, tokens, eval_tokens, miners, min(rounds, 5), held=held)
     away = frozenset({2, 3})
     dropout = simulate(spec, tokens, eval_tokens, [Miner("m0"), Miner("m1"), Miner("m2", away=away), Miner("m3", away=away)], min(rounds, 5), held=held)  # fmt: skip
-    report(spec, rounds, collab, no_ef, single, riders, dropout)
+    return riders, dropout
 
 
 def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
@@ -260,10 +272,28 @@ def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
     print(
         f"top-k overlap: honest pairs ≤ {collab.honest_overlap:.3f}, honest vs last round ≤ {collab.self_overlap:.3f} (copy threshold {spec.scoring.overlap_threshold})"
     )
+    adversity = report_riders(riders, dropout)
+    figures = {
+        "parameters": parameters, "rounds": rounds, "inner_steps": spec.inner_steps,
+        "collab_final_loss": round(collab.held_out[-1], 5), "no_ef_final_loss": round(no_ef.held_out[-1], 5),
+        "single_process_final_loss": round(single, 5), "collab_vs_single": round(gap, 5),
+        "payload_bytes": payload, "delta_fp32_bytes": dense, "delta_compression": round(dense / payload, 1),
+        "vs_data_parallel": round(dp_bytes / payload, 1), "honest_overlap_max": round(collab.honest_overlap, 4),
+        "self_overlap_max": round(collab.self_overlap, 4), **adversity,
+        "collab_seconds": round(collab.seconds, 1),
+    }  # fmt: skip
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
+
+
+def report_riders(riders, dropout) -> dict:
     print(f"\n{'free rider':<10}{'weight per round':>40}   verdict (last round)")
-    zero_at = {}
+    zero_at, weights = {}, {}
     for kind, h in riders.items():
-        ws = [w.get("rider", 0.0) for w in h.weights]
+        ws = weights[kind] = [round(w.get("rider", 0.0), 4) for w in h.weights]
         zero_at[kind] = next((i + 1 for i, w in enumerate(ws) if w == 0.0), None)
         honest_kept = all(all(w.get(f"m{i}", 0) > 0 for i in range(3)) for w in h.weights)
         print(
@@ -272,17 +302,8 @@ def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
     print(
         f"\ndropout (m2, m3 away in rounds 2–3): held-out {' '.join(f'{x:.3f}' for x in dropout.held_out)}; weights after: {json.dumps({k: round(v, 3) for k, v in dropout.weights[-1].items()})}"
     )
-    figures = {
-        "parameters": parameters, "rounds": rounds, "inner_steps": spec.inner_steps,
-        "collab_final_loss": round(collab.held_out[-1], 5), "no_ef_final_loss": round(no_ef.held_out[-1], 5),
-        "single_process_final_loss": round(single, 5), "collab_vs_single": round(gap, 5),
-        "payload_bytes": payload, "delta_fp32_bytes": dense, "delta_compression": round(dense / payload, 1),
-        "vs_data_parallel": round(dp_bytes / payload, 1), "honest_overlap_max": round(collab.honest_overlap, 4),
-        "self_overlap_max": round(collab.self_overlap, 4), "free_rider_zero_weight_round": zero_at,
-        "dropout_losses": [round(x, 4) for x in dropout.held_out], "collab_seconds": round(collab.seconds, 1),
-    }  # fmt: skip
-    print(json.dumps(figures))
-
-
-if __name__ == "__main__":
-    main()
+    return {
+        "free_rider_zero_weight_round": zero_at,
+        "free_rider_weights": weights,
+        "dropout_losses": [round(x, 4) for x in dropout.held_out],
+    }

@@ -88,6 +88,8 @@ class CollabScoring(_Strict):
     proof_windows: int = Field(ge=2, le=4096)  # own-assignment and random windows, each
     # the proof of own data: own windows must gain this many standard errors more than random
     proof_z: float = Field(gt=0, le=10)
+    # a score counts only if the held-out windows' gains are this many standard errors above 0
+    gain_z: float = Field(gt=0, le=10)
     eval_delay_blocks: int = Field(ge=1, le=10_000)  # the data block is this far past deadline
     overlap_threshold: float = Field(gt=0, le=1)  # top-k index overlap that marks a copy
     max_contributors: int = Field(ge=1, le=4096)  # best positive payloads aggregated per round

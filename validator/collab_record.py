@@ -25,6 +25,7 @@ class MeasuredLosses(_Model):
     random_after: float
     own_gains: list[float] = Field(default_factory=list)  # per window: the proof's inputs
     random_gains: list[float] = Field(default_factory=list)
+    held_gains: list[float] = Field(default_factory=list)
 
 
 class CollabRound(_Model):
@@ -64,17 +65,17 @@ class CollabRound(_Model):
     reward_share: float
 
 
+_GAINS = ("own_gains", "random_gains", "held_gains")
+
+
 def _measured(r: CollabRound) -> dict[int, Measured]:
-    return {
-        uid: Measured(
-            uid=uid,
-            hotkey=r.hotkeys.get(uid, ""),
-            commit_block=r.commit_blocks.get(uid, 0),
-            payload_hash="",
-            **m.model_dump(),
-        )  # fmt: skip
-        for uid, m in sorted(r.measured.items())
-    }
+    out = {}
+    for uid, m in sorted(r.measured.items()):
+        values = m.model_dump()
+        values.update({k: tuple(values[k]) for k in _GAINS})
+        out[uid] = Measured(uid=uid, hotkey=r.hotkeys.get(uid, ""),
+                            commit_block=r.commit_blocks.get(uid, 0), payload_hash="", **values)  # fmt: skip
+    return out
 
 
 def rejudge(r: CollabRound) -> Judged:

@@ -184,6 +184,7 @@ def _measure(
         own_before=_mean(own_before), own_after=_mean(own),
         random_before=_mean(control_before), random_after=_mean(rand),
         own_gains=_gains(own_before, own), random_gains=_gains(control_before, rand),
+        held_gains=_gains(before["held"], held),
     )  # fmt: skip
 
 

@@ -58,7 +58,13 @@ def judge_round(
     """``held`` uids (the validator could not judge them: its store was down) keep their
     rating untouched; every other rated uid that sent nothing scores 0 for the round."""
     verdicts = round_scores(
-        measured, rejected, overlaps, replayed, scoring.overlap_threshold, proof_z=scoring.proof_z
+        measured,
+        rejected,
+        overlaps,
+        replayed,
+        scoring.overlap_threshold,
+        proof_z=scoring.proof_z,
+        gain_z=scoring.gain_z,
     )
     scores, said = _above_noise(
         {u: s for u, s in verdicts.scores.items() if u not in held},

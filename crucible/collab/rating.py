@@ -22,6 +22,7 @@ __all__ = [
     "VERDICT_NO_GAIN",
     "VERDICT_NO_PAYLOAD",
     "VERDICT_OK",
+    "VERDICT_NOT_SIGNIFICANT",
     "VERDICT_PROOF_FAILED",
     "Measured",
     "RoundVerdicts",
@@ -36,6 +37,7 @@ __all__ = [
 VERDICT_OK = "ok"
 VERDICT_NO_GAIN = "no held-out improvement"
 VERDICT_PROOF_FAILED = "proof of own data failed"
+VERDICT_NOT_SIGNIFICANT = "held-out gain not significant"
 VERDICT_NO_PAYLOAD = "no payload"
 _MAX_REASON = 120  # a rejection reason is trimmed so a bundle entry stays short
 
@@ -57,6 +59,7 @@ class Measured:
     # per-window relative improvements, own[i] paired with control[i] (empty: compare means)
     own_gains: tuple[float, ...] = ()
     random_gains: tuple[float, ...] = ()
+    held_gains: tuple[float, ...] = ()  # per held-out window (empty: no significance test)
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,17 @@ def _proof_holds(m: Measured, proof_z: float | None) -> bool:
     return improvement(m.own_before, m.own_after) > improvement(m.random_before, m.random_after)
 
 
-def _measured_verdict(m: Measured, proof_z: float | None = None) -> tuple[float, str]:
+def _measured_verdict(
+    m: Measured, proof_z: float | None = None, gain_z: float | None = None
+) -> tuple[float, str]:
     if not _proof_holds(m, proof_z):
         return 0.0, VERDICT_PROOF_FAILED
     score = max(0.0, improvement(m.held_out_before, m.held_out_after))
+    if score > 0 and gain_z is not None and m.held_gains:
+        # a random Δ moves held-out windows up and down at random: its mean gain is not
+        # ``gain_z`` standard errors above zero, an honest one's is, window after window
+        if proof_statistic(m.held_gains, [0.0] * len(m.held_gains)) <= gain_z:
+            return 0.0, VERDICT_NOT_SIGNIFICANT
     return score, (VERDICT_OK if score > 0 else VERDICT_NO_GAIN)
 
 
@@ -154,6 +164,7 @@ def round_scores(
     *,
     expected: Iterable[int] = (),
     proof_z: float | None = None,
+    gain_z: float | None = None,
 ) -> RoundVerdicts:
     """Score every uid; the first rule that applies decides: rejected → 0; replayed (a payload
     seen in an earlier round) → 0; copy (overlap ≥ threshold with an earlier or same-block
@@ -175,7 +186,7 @@ def round_scores(
         elif uid in copies:
             verdict = copies[uid]
         elif uid in by_uid:
-            score, verdict = _measured_verdict(by_uid[uid], proof_z)
+            score, verdict = _measured_verdict(by_uid[uid], proof_z, gain_z)
         scores[uid], verdicts[uid] = score, verdict
     return RoundVerdicts(scores, verdicts)
 

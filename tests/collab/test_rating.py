@@ -267,3 +267,31 @@ def test_scores_are_finite_and_a_uids_numbers_only_move_its_own_score(case, data
     moved = _run({**case, "measured": changed})
     untouched = set(after.scores) - {uid} - _copy_partners(case, uid)
     assert all(moved.scores[u] == after.scores[u] for u in untouched)
+
+
+def _paired(uid: int, own: list[float], control: list[float], held: list[float]) -> Measured:
+    return Measured(
+        uid=uid, hotkey=f"hk{uid}", commit_block=uid, payload_hash=f"{uid:064x}",
+        held_out_before=4.0, held_out_after=4.0 * (1 - sum(held) / len(held)),
+        own_before=4.0, own_after=3.9, random_before=4.0, random_after=3.95,
+        own_gains=tuple(own), random_gains=tuple(control), held_gains=tuple(held),
+    )  # fmt: skip
+
+
+def test_the_paired_proof_and_the_held_out_significance_decide_with_the_thresholds() -> None:
+    from crucible.collab.rating import VERDICT_NOT_SIGNIFICANT, proof_statistic
+
+    steady = [0.02, 0.021, 0.019, 0.022, 0.018, 0.02]
+    honest = _paired(1, [g + 0.01 for g in steady], steady, steady)
+    lazy = _paired(2, steady, [g + 0.0005 * (-1) ** i for i, g in enumerate(steady)], steady)
+    lucky = _paired(
+        3, [g + 0.01 for g in steady], steady, [0.01, -0.009, 0.012, -0.011, 0.008, -0.006]
+    )
+    assert proof_statistic(honest.own_gains, honest.random_gains) > 1e6  # the same lift
+    assert abs(proof_statistic(lazy.own_gains, lazy.random_gains)) < 1.0
+    v = round_scores([honest, lazy, lucky], {}, {}, {}, THRESHOLD, proof_z=1.645, gain_z=2.0)
+    assert v.verdicts == {1: "ok", 2: "proof of own data failed", 3: VERDICT_NOT_SIGNIFICANT}
+    assert v.scores[1] > 0 and v.scores[2] == v.scores[3] == 0.0
+    # without thresholds the means decide (the lucky one's held-out mean is a hair positive)
+    plain = round_scores([honest, lucky], {}, {}, {}, THRESHOLD)
+    assert plain.verdicts == {1: "ok", 3: "ok"}
