@@ -5,7 +5,7 @@ the real code: ``miner.collab.CollabMiner`` trains, compresses with error feedba
 stores; the demo's validator scores each round in ``run_round`` (the model competitions' rounds
 alongside) and, as the round's aggregator, signs the next checkpoint's pointer. A single process
 trains on the very same windows with the same inner optimizer, for comparison. Rounds are demo
-sized (15 inner steps instead of the spec's 30) so the step takes a couple of minutes.
+sized (10 inner steps instead of the spec's 30) so the step takes about two minutes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["collab_step"]
 
 HONEST = ("trainer1", "trainer2", "trainer3")
 ROUNDS = 3
-INNER_STEPS = 15
+INNER_STEPS = 10
 
 
 def _spec(world: DemoWorld):
@@ -157,5 +157,5 @@ def _show(world: DemoWorld, spec, losses, single, records) -> None:
     )
     shown = {world.name_of(u): round(w, 4) for u, w in sorted(outcome.weights.items())}
     print(
-        f"weights set (tiny {1 - spec.reward_share:.0%} + collab {spec.reward_share:.0%}): {json.dumps(shown)}"
+        f"weights set (model competitions {1 - spec.reward_share:.0%}, collab {spec.reward_share:.0%}): {json.dumps(shown)}"
     )
