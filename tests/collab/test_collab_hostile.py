@@ -21,9 +21,8 @@ import torch
 from crucible.chain.interface import SetCommitment
 from crucible.collab.checkpoint import latest_pointer
 from crucible.collab.codec import PayloadMeta, compress, encode_payload, max_payload_bytes
-from crucible.collab.payload_store import PAYLOAD_FILE, payload_hash, put_payload
+from crucible.collab.payload_store import PAYLOAD_FILE
 from crucible.collab.shared_model import genesis_params, param_shapes
-from crucible.protocol.collab import PayloadCommitment
 from crucible.protocol.errors import ModelUnavailable
 from crucible.store.base import StoredModel
 from crucible.store.local import LocalStore
@@ -31,7 +30,7 @@ from crucible.validator.bundle import load_bundle, recompute
 from crucible.validator.collab_record import CollabRound
 from crucible.validator.loop import ValidatorConfig, ValidatorRuntime, run_round
 from crucible.validator.state import ValidatorState
-from tests.collab.world import CollabWorld, make_world
+from tests.collab.world import CollabWorld, commit_payload, make_world
 
 HOSTILE = ("junk", "copy", "stale", "other", "ghost", "late", "big")
 # what each hostile uid's verdict must say (validator/collab.py::_payload and the codec)
@@ -86,18 +85,6 @@ def _outage_validator(world: CollabWorld, name: str, like: ValidatorRuntime) -> 
     )  # fmt: skip
 
 
-def _commit(world: CollabWorld, name: str, r: int, raw: bytes, *, store: bool = True) -> str:
-    digest = payload_hash(raw)
-    hotkey = world.keys[name]
-    text = str(
-        PayloadCommitment.for_payload(world.spec.key, r, "local", digest, hotkey.ss58_address)
-    )
-    world.node.submit(SetCommitment(1, text), hotkey).raise_for_failure()
-    if store:
-        assert put_payload(world.store, raw) == digest
-    return digest
-
-
 def _payload(world: CollabWorld, r: int, base: str, hotkey: str, seed: int) -> bytes:
     """A well-formed payload of small noise (what a careless or lazy miner could send)."""
     g = torch.Generator().manual_seed(seed)
@@ -114,15 +101,15 @@ def _commitment_of(world: CollabWorld, name: str) -> str:
 def _hostile_round(world: CollabWorld, r: int, base: str) -> None:
     """Every hostile uid's submission for round ``r`` (all but ``late`` inside the window)."""
     key = {name: world.keys[name].ss58_address for name in (*HOSTILE, "ann")}
-    _commit(world, "junk", r, b"this is not a safetensors file, just text " * 20)
+    commit_payload(world, "junk", r, b"this is not a safetensors file, just text " * 20)
     copied = _commitment_of(world, "ann")
     world.node.submit(SetCommitment(1, copied), world.keys["copy"]).raise_for_failure()
-    _commit(world, "stale", r, _payload(world, r, OTHER_BASE, key["stale"], seed=1))
-    _commit(world, "other", r, _payload(world, r, base, key["ann"], seed=2))
-    _commit(world, "ghost", r, _payload(world, r, base, key["ghost"], seed=3), store=False)
+    commit_payload(world, "stale", r, _payload(world, r, OTHER_BASE, key["stale"], seed=1))
+    commit_payload(world, "other", r, _payload(world, r, base, key["ann"], seed=2))
+    commit_payload(world, "ghost", r, _payload(world, r, base, key["ghost"], seed=3), store=False)
     valid = _payload(world, r, base, key["big"], seed=4)
     limit = max_payload_bytes(param_shapes(genesis_params(world.spec)), world.spec.codec)
-    _commit(world, "big", r, valid + b"\0" * (limit - len(valid) + 1))
+    commit_payload(world, "big", r, valid + b"\0" * (limit - len(valid) + 1))
 
 
 @dataclasses.dataclass
@@ -150,14 +137,14 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
     # the deadline block is here: a commitment sent now lands after it, before the data block
     world.step_to(spec.window(r)[1])
     late = _payload(world, r, base, world.keys["late"].ss58_address, seed=5)
-    assert _commit(world, "late", r, late)
+    assert commit_payload(world, "late", r, late)
     world.step_to(spec.data_block(r))
     first = load_bundle(run_round(rt, state).bundle_path)
     # round r + 1: ann and junk commit again, the copier copies again; payload reads fail
     base2, opens = ann.current_checkpoint()
     assert opens == r + 1
     assert ann.run_round(r + 1, base2).outcome == "committed"
-    _commit(world, "junk", r + 1, b"still not safetensors " * 20)
+    commit_payload(world, "junk", r + 1, b"still not safetensors " * 20)
     copied = SetCommitment(1, _commitment_of(world, "ann"))
     world.node.submit(copied, world.keys["copy"]).raise_for_failure()
     world.step_to(spec.data_block(r + 1))

@@ -15,37 +15,23 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from crucible.chain.interface import SetCommitment
 from crucible.collab.codec import PayloadMeta, compress, encode_payload
 from crucible.collab.measure import mean_loss
-from crucible.collab.payload_store import payload_hash, put_payload
 from crucible.collab.shared_model import build_shared_model
 from crucible.protocol.collab import PayloadCommitment
 from crucible.validator.bundle import load_bundle, recompute
 from crucible.validator.loop import run_round
 from crucible.validator.state import ValidatorState
-from tests.collab.world import CollabWorld, make_world
+from tests.collab.world import CollabWorld, commit_payload, make_world
 
 HONEST = ("ann", "bob", "cid")
-
-
-def _commit_raw(world: CollabWorld, name: str, r: int, raw: bytes, *, store: bool = True) -> str:
-    digest = payload_hash(raw)
-    hotkey = world.keys[name]
-    text = str(
-        PayloadCommitment.for_payload(world.spec.key, r, "local", digest, hotkey.ss58_address)
-    )
-    world.node.submit(SetCommitment(1, text), hotkey).raise_for_failure()
-    if store:
-        put_payload(world.store, raw)
-    return digest
 
 
 def _free_rider(world: CollabWorld, r: int, base: str, shapes) -> None:
     g = torch.Generator().manual_seed(r)
     noise = {n: torch.randn(s, generator=g) * 1e-2 for n, s in shapes.items()}
     meta = PayloadMeta(world.spec.key, r, base, world.keys["zed"].ss58_address)
-    _commit_raw(world, "zed", r, encode_payload(compress(noise, world.spec.codec), meta))
+    commit_payload(world, "zed", r, encode_payload(compress(noise, world.spec.codec), meta))
 
 
 @dataclasses.dataclass
@@ -82,7 +68,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
         world.node.step(1)
         ann = world.node.metagraph(1).neurons[world.uids["ann"]].commitment.data
         raw = _read_payload(world, PayloadCommitment.parse(ann).content_hash)
-        _commit_raw(world, "cpy", r, _resigned(raw, world, "cpy", r, checkpoint))
+        commit_payload(world, "cpy", r, _resigned(raw, world, "cpy", r, checkpoint))
         world.step_to(spec.data_block(r))
         outcome = run_round(rt, state)
         bundles.append(load_bundle(outcome.bundle_path))

@@ -108,3 +108,21 @@ def make_world(
             update={"aggregators": (world.keys[validators[0]].ss58_address,)})}
     )  # fmt: skip
     return world
+
+
+def commit_payload(world: CollabWorld, name: str, r: int, raw: bytes, *, store: bool = True) -> str:
+    """Commit ``raw`` for round ``r`` as ``name`` (bound to its hotkey), then store it unless
+    told not to; its payload hash."""
+    from crucible.chain.interface import SetCommitment
+    from crucible.collab.payload_store import payload_hash, put_payload
+    from crucible.protocol.collab import PayloadCommitment
+
+    digest = payload_hash(raw)
+    hotkey = world.keys[name]
+    text = str(
+        PayloadCommitment.for_payload(world.spec.key, r, "local", digest, hotkey.ss58_address)
+    )
+    world.node.submit(SetCommitment(1, text), hotkey).raise_for_failure()
+    if store:
+        assert put_payload(world.store, raw) == digest
+    return digest
