@@ -28,6 +28,7 @@ from crucible.collab.checkpoint import (
     latest_pointer,
     load_checkpoint_dir,
     publish_pointer,
+    round_checkpoint,
     store_checkpoint,
 )
 from crucible.collab.codec import Compressed, decode_payload, max_payload_bytes
@@ -117,6 +118,34 @@ def _start(rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph) -> CollabProg
     _point(rt, cr, mg, first, ckpt, None)
     log_event(log, "collab_genesis", competition=cr.spec.key, checkpoint=ckpt, round=first)
     return CollabProgress(checkpoint=ckpt, checkpoint_round=first, history=[ckpt])
+
+
+def _catch_up(
+    rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph, progress: CollabProgress, r: int
+) -> None:
+    """Score round ``r`` from the checkpoint the aggregators published for it when this
+    validator's own differs (it missed rounds, joined late, or computed another one): that is
+    what the round's miners trained from, and scoring them from any other would reject every
+    honest payload as stale. Its own is kept when none is published or the published one is
+    missing or corrupt in the store."""
+    if rt.documents is None:
+        return
+    theirs = round_checkpoint(mg, rt.documents, cr.spec.key, aggregators(cr.spec, mg), r)
+    if theirs is None or theirs == progress.checkpoint:
+        return
+    try:
+        _hold_checkpoint(rt, cr, theirs)
+    except CrucibleError as exc:
+        if exc.transient:
+            raise  # the store is down here: the round waits, as for this validator's own
+        log_event(log, "collab_checkpoint_unavailable", level=logging.WARNING, round=r,
+                  checkpoint=theirs[:16], code=exc.code, message=exc.message[:200])  # fmt: skip
+        return
+    log_event(log, "collab_checkpoint_adopted", level=logging.WARNING, round=r,
+              ours=progress.checkpoint[:16], ours_opens=progress.checkpoint_round,
+              aggregators=theirs[:16])  # fmt: skip
+    progress.checkpoint, progress.checkpoint_round = theirs, r
+    progress.history = (progress.history + [theirs])[-HISTORY:]
 
 
 def _hold_checkpoint(rt: ValidatorRuntime, cr: CollabRuntime, ckpt: str) -> None:
@@ -257,6 +286,7 @@ def score_collab(
     except CrucibleError as exc:
         log.warning("%s: round %d blocks unavailable: %s", spec.key, r, exc)
         return _carried(cr, progress)
+    _catch_up(rt, cr, mg, progress, r)
     _hold_checkpoint(rt, cr, progress.checkpoint)
     subs, held, raws = _collect(rt, cr, mg, r, progress.checkpoint)
     accepted = {u: s.hotkey for u, s in subs.items() if s.compressed is not None}

@@ -47,6 +47,7 @@ __all__ = [
     "latest_pointer",
     "load_checkpoint_dir",
     "publish_pointer",
+    "round_checkpoint",
     "store_checkpoint",
     "write_checkpoint_dir",
 ]
@@ -243,12 +244,11 @@ def _signed_bundle(documents: DocumentStore, bundle_id: str, signer: str) -> dic
     return data
 
 
-def anchored_checkpoint(
+def _anchored_records(
     mg: Metagraph, documents: DocumentStore, competition: str, aggregators: set[str]
-) -> tuple[str, int] | None:
-    """(checkpoint id, the round it opens) named by the newest collab round of a bundle an
-    aggregator anchored on chain: the checkpoint's hash as the chain holds it."""
-    best: tuple[str, int] | None = None
+):
+    """Every well-formed collab record of ``competition`` in a bundle an aggregator anchored on
+    chain: (its base checkpoint, the round it scored, its next checkpoint)."""
     for neuron in mg.neurons:
         bundle_id = parse_anchor(neuron.commitment.data if neuron.commitment else None)
         if neuron.hotkey not in aggregators or bundle_id is None:
@@ -256,9 +256,53 @@ def anchored_checkpoint(
         bundle = _signed_bundle(documents, bundle_id, neuron.hotkey)
         for record in (bundle or {}).get("collab", []):
             try:
-                found = (str(record["next_checkpoint"]), int(record["round_index"]) + 1)
+                found = (str(record["base_checkpoint"]), int(record["round_index"]),
+                         str(record["next_checkpoint"]))  # fmt: skip
             except (KeyError, TypeError, ValueError):
                 continue
-            if record.get("competition") == competition and (best is None or found[1] > best[1]):
-                best = found
+            if record.get("competition") == competition:
+                yield found
+
+
+def anchored_checkpoint(
+    mg: Metagraph, documents: DocumentStore, competition: str, aggregators: set[str]
+) -> tuple[str, int] | None:
+    """(checkpoint id, the round it opens) named by the newest collab round of a bundle an
+    aggregator anchored on chain: the checkpoint's hash as the chain holds it."""
+    best: tuple[str, int] | None = None
+    for _, scored, next_checkpoint in _anchored_records(mg, documents, competition, aggregators):
+        if best is None or scored + 1 > best[1]:
+            best = (next_checkpoint, scored + 1)
     return best
+
+
+def round_checkpoint(
+    mg: Metagraph,
+    documents: DocumentStore,
+    competition: str,
+    aggregators: set[str],
+    round_index: int,
+    scan: int = 64,
+) -> str | None:
+    """The checkpoint round ``round_index`` starts from, as the aggregators published it: the
+    bundles they anchored on chain first (a record's base opens its round, its next checkpoint
+    the round after), then their signed pointers among the newest ``scan``. This is what the
+    round's miners trained from, so a validator that missed rounds or joins late scores from it."""
+    for base, scored, next_checkpoint in _anchored_records(mg, documents, competition, aggregators):
+        if scored == round_index:
+            return base
+        if scored + 1 == round_index:
+            return next_checkpoint
+    for digest in documents.newest(POINTER_KIND, scan):
+        try:
+            pointer = CheckpointPointer.parse(documents.get(POINTER_KIND, digest))
+        except (AuthError, StoreError):
+            continue
+        if (
+            pointer.pointer_id == digest
+            and pointer.competition == competition
+            and pointer.aggregator in aggregators
+            and pointer.round_index == round_index
+        ):
+            return pointer.checkpoint
+    return None

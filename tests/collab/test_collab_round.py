@@ -4,7 +4,8 @@ Three honest miners, a free rider sending a random pseudo-gradient and a copier 
 honest payload take part in round after round; the validator (the aggregator) scores each round
 on data drawn after the deadline, aggregates the honest payloads into the next checkpoint,
 signs its pointer and records everything in a signed bundle that ``recompute`` reproduces. A
-second validator computes the same checkpoint id; hostile submissions are rejected with reasons.
+second validator computes the same checkpoint id, and a third that joins for the last round
+scores it from the checkpoint the aggregator published (what the miners trained from).
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class Played:
     state: ValidatorState
     held_out: list[float]  # the checkpoint's held-out loss before each round and after the last
     others: list  # the second validator's bundles
+    late: object  # the bundle of a validator that joined for the last round only
 
 
 @pytest.fixture(scope="module")
 def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
-    world = make_world(tmp_path_factory.mktemp("collab"), validators=("val", "val2"))
+    world = make_world(tmp_path_factory.mktemp("collab"), validators=("val", "val2", "val3"))
     for name in (*HONEST, "zed", "cpy"):
         world.register(name)
     rt, state = world.validator("val"), ValidatorState()
@@ -56,7 +58,11 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
     world.step_to(spec.window(first_round)[0])
     run_round(rt, state)  # checkpoint 0 and its pointer for the round now open
     run_round(rt2, state2)
-    for r in range(first_round, first_round + 3):
+    rt3, state3 = world.validator("val3"), ValidatorState()
+    last_round = first_round + 2
+    for r in range(first_round, last_round + 1):
+        if r == last_round:
+            run_round(rt3, state3)  # joins now: starts from checkpoint 0, scores nothing yet
         checkpoint, _ = miners["ann"].current_checkpoint()
         params = miners["ann"]._params(checkpoint)
         model = build_shared_model(spec, params)
@@ -73,11 +79,12 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
         outcome = run_round(rt, state)
         bundles.append(load_bundle(outcome.bundle_path))
         others.append(load_bundle(run_round(rt2, state2).bundle_path))
+    late = load_bundle(run_round(rt3, state3).bundle_path)
     checkpoint, _ = miners["ann"].current_checkpoint()
     held_out.append(
         mean_loss(build_shared_model(spec, miners["ann"]._params(checkpoint)), _held(world), 8)
     )
-    yield Played(world, bundles, state, held_out, others)
+    yield Played(world, bundles, state, held_out, others, late)
     world.node.close()
 
 
@@ -176,6 +183,19 @@ def test_two_validators_compute_the_same_next_checkpoint(played: Played) -> None
         assert a.measured == b.measured and a.verdicts == b.verdicts
         assert a.pointer_id and b.pointer_id is None  # only the aggregator signs the pointer
         assert b.aggregator_checkpoint == a.next_checkpoint  # and the other checks it agrees
+
+
+def test_a_validator_that_joins_late_scores_from_the_published_checkpoint(played: Played) -> None:
+    from crucible.collab.checkpoint import checkpoint_id
+    from crucible.collab.shared_model import genesis_params
+
+    mine, late = played.bundles[-1].collab[0], played.late.collab[0]
+    spec = played.world.spec
+    genesis = checkpoint_id(genesis_params(spec), None, competition=spec.key)
+    assert late.round_index == mine.round_index and late.base_checkpoint == mine.base_checkpoint
+    assert late.base_checkpoint != genesis  # its own would have been checkpoint 0: all "stale"
+    assert late.verdicts == mine.verdicts and late.next_checkpoint == mine.next_checkpoint
+    assert all(late.verdicts[played.world.uids[n]] == "ok" for n in HONEST)
 
 
 def test_verify_reruns_the_round_from_the_store_and_checks_the_chain(played: Played) -> None:
