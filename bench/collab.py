@@ -8,6 +8,8 @@ training split and is judged on one fixed set of held-out windows:
                 compressed payloads (``crucible.collab.codec``), every round scored, judged and
                 aggregated by ``crucible.collab.engine.score_payloads`` — what the validator runs;
 * ``no-EF``     the same with the residual dropped every round (no error feedback);
+* ``dense``     the same miners and windows, fp32 Δs averaged with nothing compressed or scored
+                and DiLoCo's Nesterov outer step (lr 0.7, momentum 0.9): local steps' cost alone;
 * ``baseline``  one process, R·H AdamW steps of 4× the batch on the very same windows: the same
                 tokens and inner optimizer as the four miners together (data parallel's run);
 * free riders   3 honest miners + one sending a random, zero, replayed (last round's honest
@@ -19,7 +21,8 @@ step's gradient (H × 4 × parameters bytes per miner per round; a ring all-redu
 that much again, so the ratio is a lower bound).
 
     python bench/collab.py                    # R = 8 rounds on data/ (crucible data fetch)
-    python bench/collab.py --quick            # 2 rounds, H = 4: a smoke run (the test runs it)
+    python bench/collab.py --quick            # 2 rounds, H = 4, few windows: a smoke run
+    python bench/collab.py --gap-only --rounds 24   # only the three loss curves, a longer horizon
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bittensor_core import Keypair  # noqa: E402
 
+from crucible.collab.aggregate import aggregate_round  # noqa: E402
 from crucible.collab.assignment import random_windows, windows_batch  # noqa: E402
 from crucible.collab.codec import (  # noqa: E402
     ErrorFeedback,
@@ -170,8 +174,8 @@ def _overlaps(history: History, subs, order, previous) -> None:
             history.self_overlap = max(history.self_overlap, index_overlap(a.compressed, old))
 
 
-def baseline(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor) -> float:
-    """One process, the four miners' windows of every round as one 4×-batch run."""
+def _step_windows(spec, tokens, miners: list[Miner], rounds: int) -> np.ndarray:
+    """The four miners' windows of every round, step by step: one 4×-batch run's data."""
     step_windows = []
     for r in range(1, rounds + 1):
         per_miner = [
@@ -181,13 +185,48 @@ def baseline(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor)
         for step in range(spec.inner_steps):
             for starts in per_miner:
                 step_windows.append(starts[step * spec.batch_size : (step + 1) * spec.batch_size])
-    params = genesis_params(spec)
-    model = build_shared_model(spec, params)
-    delta = inner_train(model, tokens, np.concatenate(step_windows), steps=rounds * spec.inner_steps,
-                        batch_size=spec.batch_size * len(miners), lr=spec.inner_lr,
-                        weight_decay=spec.inner_weight_decay, sequence_length=spec.model.sequence_length)  # fmt: skip
-    final = {n: params[n] - delta[n] for n in params}
-    return mean_loss(build_shared_model(spec, final), held, 16)
+    return np.concatenate(step_windows)
+
+
+def baseline(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor) -> list[float]:
+    """One process, the four miners' windows of every round as one 4×-batch run: its held-out
+    loss before training and after every H steps (one round's worth of tokens)."""
+    model = build_shared_model(spec, genesis_params(spec))
+    curve = [mean_loss(model, held, 16)]
+
+    def after(step: int) -> None:
+        if (step + 1) % spec.inner_steps == 0:
+            curve.append(mean_loss(model, held, 16))
+            model.train()
+
+    inner_train(model, tokens, _step_windows(spec, tokens, miners, rounds), steps=rounds * spec.inner_steps,
+                batch_size=spec.batch_size * len(miners), lr=spec.inner_lr, on_step=after,
+                weight_decay=spec.inner_weight_decay, sequence_length=spec.model.sequence_length)  # fmt: skip
+    return curve
+
+
+DILOCO_OUTER = {
+    "lr": 0.7,
+    "momentum_factor": 0.9,
+    "nesterov": True,
+}  # DiLoCo's published outer step
+
+
+def dense_diloco(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor) -> list[float]:
+    """The same miners and windows with nothing compressed or scored: every round the plain fp32
+    Δs are averaged (median-clipped, as the validator does) and applied by DiLoCo's Nesterov
+    outer step — what sparsity costs, apart from what local steps cost."""
+    params, momentum = genesis_params(spec), None
+    curve = [mean_loss(build_shared_model(spec, params), held, 16)]
+    for r in range(1, rounds + 1):
+        deltas = {
+            uid: _delta(spec, params, tokens, assigned_windows(spec, _hotkey(m.name), r, _hash(f"assign:{r}"), len(tokens)))
+            for uid, m in enumerate(miners)
+        }  # fmt: skip
+        result = aggregate_round(params, momentum, deltas, **DILOCO_OUTER)
+        params, momentum = result.params, result.momentum
+        curve.append(mean_loss(build_shared_model(spec, params), held, 16))
+    return curve
 
 
 def _zero_round(history: History, name: str) -> int | None:
@@ -206,14 +245,20 @@ def main() -> None:
     parser.add_argument(
         "--riders-only", action="store_true", help="only the free-rider and dropout runs"
     )
+    parser.add_argument(
+        "--gap-only", action="store_true",
+        help="only the loss curves: collab, dense DiLoCo and one process (long horizons)",
+    )  # fmt: skip
     args = parser.parse_args()
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
 
     spec = load_collab_specs(specs_dir())["collab"]
     rounds = args.rounds
-    if args.quick:
-        spec, rounds = spec.model_copy(update={"inner_steps": 4, "batch_size": 2}), 2
+    if args.quick:  # every run and every figure, at sizes that only show the code works
+        scoring = spec.scoring.model_copy(update={"eval_windows": 4, "proof_windows": 8})
+        spec = spec.model_copy(update={"inner_steps": 4, "batch_size": 2, "scoring": scoring})
+        rounds = 2
     torch.set_num_threads(1)
     data = (
         args.data_dir
@@ -225,18 +270,25 @@ def main() -> None:
     L = spec.model.sequence_length
     held = windows_batch(
         eval_tokens,
-        random_windows("bench-held-out", 64, len(eval_tokens), L, np.zeros(0, np.int64)),
+        random_windows(
+            "bench-held-out", 16 if args.quick else 64, len(eval_tokens), L, np.zeros(0, np.int64)
+        ),
         L,
     )
-    riders, dropout = _adversity(spec, tokens, eval_tokens, rounds, held)
-    if args.riders_only:
-        print(json.dumps(report_riders(riders, dropout)))
-        return
     four = lambda: [Miner(f"m{i}") for i in range(4)]  # noqa: E731
-    collab = simulate(spec, tokens, eval_tokens, four(), rounds, held=held)
+    if args.riders_only:
+        print(json.dumps(report_riders(*_adversity(spec, tokens, eval_tokens, rounds, held))))
+        return
+    curves = {
+        "collab (4 miners, EF)": simulate(spec, tokens, eval_tokens, four(), rounds, held=held),
+        "dense DiLoCo (fp32 Δ)": dense_diloco(spec, tokens, four(), rounds, held),
+        "one process, 4× batch": baseline(spec, tokens, four(), rounds, held),
+    }
+    if args.gap_only:
+        print(json.dumps(report_gap(curves)))
+        return
     no_ef = simulate(spec, tokens, eval_tokens, four(), rounds, feedback=False, held=held)
-    single = baseline(spec, tokens, four(), rounds, held)
-    report(spec, rounds, collab, no_ef, single, riders, dropout)
+    report(spec, rounds, curves, no_ef, *_adversity(spec, tokens, eval_tokens, rounds, held))
 
 
 def _adversity(spec, tokens, eval_tokens, rounds: int, held):
@@ -250,7 +302,44 @@ def _adversity(spec, tokens, eval_tokens, rounds: int, held):
     return riders, dropout
 
 
-def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
+def _curve(run) -> list[float]:
+    return run.held_out if isinstance(run, History) else run
+
+
+def report_gap(curves: dict) -> dict:
+    """Prints every run's held-out loss after each round and the two gaps to one process;
+    returns the figures."""
+    names = list(curves)
+    rows = list(zip(*(_curve(curves[n]) for n in names), strict=True))
+    print(
+        f"{'round':>5}"
+        + "".join(f"{n:>24}" for n in names)
+        + f"{'collab vs one':>15}{'dense vs one':>14}"
+    )
+    for r, row in enumerate(rows):
+        single = row[-1]
+        gaps = "".join(f"{(x - single) / single:>+14.1%} " for x in row[:-1])
+        print(f"{r:>5}" + "".join(f"{x:>24.4f}" for x in row) + gaps)
+    final = {n: _curve(curves[n])[-1] for n in names}
+    collab, dense, single = (final[n] for n in names)
+    figures = {
+        "rounds": len(rows) - 1,
+        "collab_curve": [round(x, 4) for x in _curve(curves[names[0]])],
+        "dense_diloco_curve": [round(x, 4) for x in _curve(curves[names[1]])],
+        "single_process_curve": [round(x, 4) for x in _curve(curves[names[2]])],
+        "collab_final_loss": round(collab, 5), "dense_diloco_final_loss": round(dense, 5),
+        "single_process_final_loss": round(single, 5),
+        "collab_vs_single": round((collab - single) / single, 5),
+        "dense_diloco_vs_single": round((dense - single) / single, 5),
+    }  # fmt: skip
+    print(
+        f"final: collab {collab:.4f}, dense DiLoCo {dense:.4f}, one process {single:.4f} (collab {(collab - single) / single:+.2%}, dense DiLoCo {(dense - single) / single:+.2%})"
+    )
+    return figures
+
+
+def report(spec, rounds, curves, no_ef, riders, dropout) -> None:
+    collab = curves["collab (4 miners, EF)"]
     parameters = sum(int(np.prod(s)) for s in param_shapes(genesis_params(spec)).values())
     dense = dense_bytes(param_shapes(genesis_params(spec)))
     payload = max(collab.payload_bytes)
@@ -258,14 +347,7 @@ def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
     print(
         f"collab model: {parameters:,} parameters; {rounds} rounds of H = {spec.inner_steps} inner steps, batch {spec.batch_size} × {spec.model.sequence_length} tokens per miner"
     )
-    print(f"{'run':<26}{'held-out loss per round':>60}")
-    for name, h in (("collab (4 miners, EF)", collab), ("collab without EF", no_ef)):
-        print(f"{name:<26}{' '.join(f'{x:.3f}' for x in h.held_out):>60}")
-    print(f"{'one process, 4× batch':<26}{single:>60.3f}")
-    gap = (collab.held_out[-1] - single) / single
-    print(
-        f"\nfinal: collab {collab.held_out[-1]:.4f}, without EF {no_ef.held_out[-1]:.4f}, one process {single:.4f} (collab {gap:+.2%} vs one process)"
-    )
+    print(f"collab without EF, held-out per round: {' '.join(f'{x:.3f}' for x in no_ef.held_out)}")
     print(
         f"bytes per miner per round: payload {payload:,} vs fp32 Δ {dense:,} ({dense / payload:.0f}× compression of Δ) vs data-parallel all-reduce {dp_bytes:,} ({dp_bytes / payload:,.0f}× less)"
     )
@@ -273,20 +355,16 @@ def report(spec, rounds, collab, no_ef, single, riders, dropout) -> None:
         f"top-k overlap: honest pairs ≤ {collab.honest_overlap:.3f}, honest vs last round ≤ {collab.self_overlap:.3f} (copy threshold {spec.scoring.overlap_threshold})"
     )
     adversity = report_riders(riders, dropout)
+    print()
     figures = {
-        "parameters": parameters, "rounds": rounds, "inner_steps": spec.inner_steps,
-        "collab_final_loss": round(collab.held_out[-1], 5), "no_ef_final_loss": round(no_ef.held_out[-1], 5),
-        "single_process_final_loss": round(single, 5), "collab_vs_single": round(gap, 5),
+        "parameters": parameters, "inner_steps": spec.inner_steps, **report_gap(curves),
+        "no_ef_final_loss": round(no_ef.held_out[-1], 5),
         "payload_bytes": payload, "delta_fp32_bytes": dense, "delta_compression": round(dense / payload, 1),
         "vs_data_parallel": round(dp_bytes / payload, 1), "honest_overlap_max": round(collab.honest_overlap, 4),
         "self_overlap_max": round(collab.self_overlap, 4), **adversity,
         "collab_seconds": round(collab.seconds, 1),
     }  # fmt: skip
     print(json.dumps(figures))
-
-
-if __name__ == "__main__":
-    main()
 
 
 def report_riders(riders, dropout) -> dict:
@@ -307,3 +385,7 @@ def report_riders(riders, dropout) -> dict:
         "free_rider_weights": weights,
         "dropout_losses": [round(x, 4) for x in dropout.held_out],
     }
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ at θ_end, in train mode.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -46,10 +47,13 @@ def inner_train(
     device: str = "cpu",
     cluster: Cluster | None = None,
     sequence_length: int | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Δ = θ_start − θ_end (fp32 CPU, keyed like ``model_params``) after ``steps`` AdamW steps
     of ``batch_size`` windows each from ``starts`` (windows of ``sequence_length`` tokens; None:
-    the model's context length). Under torchrun every rank calls it with the same arguments."""
+    the model's context length). Under torchrun every rank calls it with the same arguments.
+    ``on_step(i)`` runs after optimizer step i (a benchmark's loss curve; it must not touch the
+    parameters)."""
     cluster = cluster or SINGLE
     length = sequence_length or model.config.max_position_embeddings
     if steps < 0 or len(starts) < steps * batch_size:
@@ -82,5 +86,7 @@ def inner_train(
         torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(step)
     end = model_params(model)
     return {name: start[name] - end[name] for name in start}
