@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test files run on this many processes (a file's tests stay together, so a module's fixtures are
+# built once); each process keeps one BLAS thread so two of them do not fight over two cores.
+TEST_WORKERS ?= 2
 
 .PHONY: test demo lint format bench clean mutate
 
@@ -19,7 +22,8 @@ test: $(STAMP)
 	command -v chromium >/dev/null || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 \
+		$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # make demo KEEP=1 keeps the subnet and its dashboard up, live, until Ctrl-C
 demo: $(STAMP)
