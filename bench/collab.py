@@ -56,7 +56,7 @@ from crucible.collab.engine import Submission, assigned_windows, draw_round_data
 from crucible.collab.measure import mean_loss  # noqa: E402
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes  # noqa: E402
 from crucible.competitions import specs_dir  # noqa: E402
-from crucible.miner.collab_train import inner_train  # noqa: E402
+from crucible.miner.collab_train import inner_train, interleaved_windows, one_process_curve  # noqa: E402
 from crucible.protocol.collab import CollabSpec, load_collab_specs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,35 +174,15 @@ def _overlaps(history: History, subs, order, previous) -> None:
             history.self_overlap = max(history.self_overlap, index_overlap(a.compressed, old))
 
 
-def _step_windows(spec, tokens, miners: list[Miner], rounds: int) -> np.ndarray:
-    """The four miners' windows of every round, step by step: one 4×-batch run's data."""
-    step_windows = []
-    for r in range(1, rounds + 1):
-        per_miner = [
-            assigned_windows(spec, _hotkey(m.name), r, _hash(f"assign:{r}"), len(tokens))
-            for m in miners
-        ]
-        for step in range(spec.inner_steps):
-            for starts in per_miner:
-                step_windows.append(starts[step * spec.batch_size : (step + 1) * spec.batch_size])
-    return np.concatenate(step_windows)
-
-
 def baseline(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor) -> list[float]:
     """One process, the four miners' windows of every round as one 4×-batch run: its held-out
     loss before training and after every H steps (one round's worth of tokens)."""
-    model = build_shared_model(spec, genesis_params(spec))
-    curve = [mean_loss(model, held, 16)]
-
-    def after(step: int) -> None:
-        if (step + 1) % spec.inner_steps == 0:
-            curve.append(mean_loss(model, held, 16))
-            model.train()
-
-    inner_train(model, tokens, _step_windows(spec, tokens, miners, rounds), steps=rounds * spec.inner_steps,
-                batch_size=spec.batch_size * len(miners), lr=spec.inner_lr, on_step=after,
-                weight_decay=spec.inner_weight_decay, sequence_length=spec.model.sequence_length)  # fmt: skip
-    return curve
+    starts = np.concatenate([
+        interleaved_windows(spec, [assigned_windows(spec, _hotkey(m.name), r, _hash(f"assign:{r}"), len(tokens)) for m in miners])
+        for r in range(1, rounds + 1)
+    ])  # fmt: skip
+    start = mean_loss(build_shared_model(spec, genesis_params(spec)), held, 16)
+    return [start, *one_process_curve(spec, tokens, starts, miners=len(miners), held=held)]
 
 
 DILOCO_OUTER = {

@@ -17,20 +17,22 @@ at θ_end, in train mode.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
 from crucible.collab.assignment import windows_batch
-from crucible.collab.shared_model import model_params
+from crucible.collab.measure import mean_loss
+from crucible.collab.shared_model import build_shared_model, genesis_params, model_params
 from crucible.miner import distributed as dist
 from crucible.miner.distributed import SINGLE, Cluster
 from crucible.miner.train import CausalLMLoss, adamw
+from crucible.protocol.collab import CollabSpec
 from crucible.protocol.errors import ConfigError
 
-__all__ = ["inner_train"]
+__all__ = ["inner_train", "interleaved_windows", "one_process_curve"]
 
 GRAD_CLIP = 1.0
 
@@ -90,3 +92,34 @@ def inner_train(
             on_step(step)
     end = model_params(model)
     return {name: start[name] - end[name] for name in start}
+
+
+def interleaved_windows(spec: CollabSpec, per_miner: Sequence[np.ndarray]) -> np.ndarray:
+    """Several miners' windows of one round, step by step (step i: every miner's i-th batch in
+    turn): the batches one data-parallel process would train on."""
+    b = spec.batch_size
+    return np.concatenate(
+        [w[s * b : (s + 1) * b] for s in range(spec.inner_steps) for w in per_miner]
+    )
+
+
+def one_process_curve(
+    spec: CollabSpec, tokens: np.ndarray, starts: np.ndarray, *, miners: int, held: torch.Tensor
+) -> list[float]:
+    """The reference a collab run is measured against: one process training checkpoint 0 with
+    one AdamW run on the miners' windows (``interleaved_windows`` of every round, in order) at
+    ``miners``× the batch, so the same tokens and inner optimizer. Its held-out loss (``held``,
+    16 windows at a time) after every ``inner_steps`` steps, i.e. after each round's tokens."""
+    model = build_shared_model(spec, genesis_params(spec))
+    curve: list[float] = []
+
+    def after(step: int) -> None:
+        if (step + 1) % spec.inner_steps == 0:
+            curve.append(mean_loss(model, held, 16))
+            model.train()
+
+    steps = len(starts) // (spec.batch_size * miners)
+    inner_train(model, tokens, starts, steps=steps, batch_size=spec.batch_size * miners,
+                lr=spec.inner_lr, weight_decay=spec.inner_weight_decay,
+                sequence_length=spec.model.sequence_length, on_step=after)  # fmt: skip
+    return curve

@@ -58,28 +58,14 @@ def _free_ride(world: DemoWorld, spec, r: int, checkpoint: str, shapes) -> None:
     put_payload(LocalStore(world.store_dir), raw)
 
 
-def _baseline(spec, miners, tokens, round_windows: list[np.ndarray], held) -> list[float]:
-    """One process, every honest miner's windows of a round as one 3×-batch run, after each round."""
-    from crucible.collab.measure import mean_loss
-    from crucible.collab.shared_model import build_shared_model
-    from crucible.miner.collab_train import inner_train
-
-    model, out = build_shared_model(spec), []
-    for windows in round_windows:
-        inner_train(model, tokens, windows, steps=spec.inner_steps, batch_size=spec.batch_size * len(miners),
-                    lr=spec.inner_lr, weight_decay=spec.inner_weight_decay,
-                    sequence_length=spec.model.sequence_length)  # fmt: skip
-        out.append(mean_loss(model.eval(), held, 16))
-    return out
-
-
 def _round_windows(spec, miners, r: int, block_hash: str, stream: int) -> np.ndarray:
     """The honest miners' windows of round ``r`` interleaved step by step (one big batch)."""
     from crucible.collab.engine import assigned_windows
+    from crucible.miner.collab_train import interleaved_windows
 
-    per = [assigned_windows(spec, m.hotkey.ss58_address, r, block_hash, stream) for m in miners]
-    b = spec.batch_size
-    return np.concatenate([w[s * b : (s + 1) * b] for s in range(spec.inner_steps) for w in per])
+    return interleaved_windows(
+        spec, [assigned_windows(spec, m.hotkey.ss58_address, r, block_hash, stream) for m in miners]
+    )
 
 
 def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
@@ -90,6 +76,7 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
     from crucible.miner.collab import CollabMiner
+    from crucible.miner.collab_train import one_process_curve
     from crucible.store.documents import DocumentStore
     from crucible.store.local import LocalStore
     from crucible.validator.bundle import load_bundle
@@ -132,7 +119,8 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
         records.append((load_bundle(outcome.bundle_path).collab[0], reports, outcome))
     last = miners[0].current_checkpoint()[0]
     losses.append(mean_loss(build_shared_model(spec, miners[0]._params(last)), held, 16))
-    _show(world, spec, losses, _baseline(spec, miners, train, windows, held), records)
+    single = one_process_curve(spec, train, np.concatenate(windows), miners=len(miners), held=held)
+    _show(world, spec, losses, single, records)
 
 
 def _show(world: DemoWorld, spec, losses, single, records) -> None:

@@ -201,3 +201,26 @@ def test_two_processes_compute_the_delta_of_one(spec: CollabSpec, tokens, tmp_pa
     assert float((two_flat - one_flat).norm() / one_flat.norm()) < 1e-4
     assert float(((two_flat - one_flat).abs() > 1e-6).float().mean()) < 1e-4
     assert float(one_flat.abs().max()) > 1e-3  # Δ is not trivially zero
+
+
+def test_the_one_process_reference_is_one_adamw_run_over_the_miners_interleaved_windows(
+    spec: CollabSpec, tokens: np.ndarray
+) -> None:
+    from crucible.collab.measure import mean_loss
+    from crucible.miner.collab_train import interleaved_windows, one_process_curve
+
+    small = spec.model_copy(update={"inner_steps": 2, "batch_size": 2})
+    a, b = np.arange(0, 40, 10), np.arange(1000, 1040, 10)  # two miners' windows of one round
+    assert interleaved_windows(small, [a, b]).tolist() == [0, 10, 1000, 1010, 20, 30, 1020, 1030]
+    starts = np.concatenate(
+        [interleaved_windows(small, [a, b]), interleaved_windows(small, [b, a])]
+    )
+    length = small.model.sequence_length
+    held = windows_batch(tokens, random_windows("held", 4, len(tokens), length, np.zeros(0, np.int64)), length)  # fmt: skip
+    curve = one_process_curve(small, tokens, starts, miners=2, held=held)
+    assert len(curve) == 2 and curve[1] < curve[0]
+    # measuring between the steps changes nothing: the same run without it ends where the curve does
+    model = build_shared_model(small)
+    inner_train(model, tokens, starts, steps=4, batch_size=4, lr=small.inner_lr,
+                weight_decay=small.inner_weight_decay, sequence_length=length)  # fmt: skip
+    assert mean_loss(model, held, 16) == curve[-1]
