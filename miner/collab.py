@@ -102,7 +102,9 @@ class CollabMiner:
             return pointer.checkpoint, pointer.round_index
         return anchored if anchored is not None else (self._genesis_id, None)
 
-    def _params(self, checkpoint: str) -> dict[str, torch.Tensor]:
+    def checkpoint_params(self, checkpoint: str) -> dict[str, torch.Tensor]:
+        """The parameters of checkpoint ``checkpoint`` (fetched from the store, every name and
+        shape checked against the spec's model; checkpoint 0 is built from the seed)."""
         if checkpoint == self._genesis_id:
             return self._genesis
         folder = self.store.get("local", checkpoint, self.work_dir / "checkpoints" / f"rank{self._rank}", max_bytes=1 << 34,
@@ -114,7 +116,9 @@ class CollabMiner:
         first, _ = self.spec.window(r)
         starts = assigned_windows(self.spec, self.hotkey.ss58_address, r, self.chain.block_hash(first),
                                   len(self.train_tokens))  # fmt: skip
-        model = build_shared_model(self.spec, self._params(checkpoint), device=self.device)
+        model = build_shared_model(
+            self.spec, self.checkpoint_params(checkpoint), device=self.device
+        )
         started = time.perf_counter()
         delta = inner_train(
             model, self.train_tokens, starts, steps=self.spec.inner_steps, batch_size=self.spec.batch_size,

@@ -71,7 +71,7 @@ def _round_windows(spec, miners, r: int, block_hash: str, stream: int) -> np.nda
 def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
     from crucible.collab.assignment import random_windows, windows_batch
     from crucible.collab.measure import mean_loss
-    from crucible.collab.shared_model import build_shared_model
+    from crucible.collab.shared_model import build_shared_model, genesis_params
     from crucible.competitions import specs_dir
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
@@ -102,12 +102,12 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
     first = spec.round_of(world.chain.block()) + 1
     world.chain.step(spec.window(first)[0] - world.chain.block())
     run_round(rt, state)  # checkpoint 0, and its signed pointer for the round now open
-    print(f"collab@1: model of {sum(t.numel() for t in miners[0]._genesis.values()):,} parameters; rounds of {spec.round_blocks} blocks, "
+    print(f"collab@1: model of {sum(t.numel() for t in genesis_params(spec).values()):,} parameters; rounds of {spec.round_blocks} blocks, "
           f"{spec.inner_steps} inner AdamW steps of {spec.batch_size}×{length} tokens per miner; the validator aggregates")  # fmt: skip
     losses, windows, records = [], [], []
     for r in range(first, first + ROUNDS):
         checkpoint, _ = miners[0].current_checkpoint()
-        params = miners[0]._params(checkpoint)
+        params = miners[0].checkpoint_params(checkpoint)
         losses.append(mean_loss(build_shared_model(spec, params), held, 16))
         reports = [m.run_round(r, checkpoint) for m in miners]
         _free_ride(world, spec, r, checkpoint, {n: tuple(t.shape) for n, t in params.items()})
@@ -118,7 +118,7 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
         outcome = run_round(rt, state)
         records.append((load_bundle(outcome.bundle_path).collab[0], reports, outcome))
     last = miners[0].current_checkpoint()[0]
-    losses.append(mean_loss(build_shared_model(spec, miners[0]._params(last)), held, 16))
+    losses.append(mean_loss(build_shared_model(spec, miners[0].checkpoint_params(last)), held, 16))
     single = one_process_curve(spec, train, np.concatenate(windows), miners=len(miners), held=held)
     _show(world, spec, losses, single, records)
 

@@ -64,7 +64,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
         if r == last_round:
             run_round(rt3, state3)  # joins now: starts from checkpoint 0, scores nothing yet
         checkpoint, _ = miners["ann"].current_checkpoint()
-        params = miners["ann"]._params(checkpoint)
+        params = miners["ann"].checkpoint_params(checkpoint)
         model = build_shared_model(spec, params)
         held_out.append(mean_loss(model, _held(world), 8))
         for name in HONEST:
@@ -82,7 +82,9 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
     late = load_bundle(run_round(rt3, state3).bundle_path)
     checkpoint, _ = miners["ann"].current_checkpoint()
     held_out.append(
-        mean_loss(build_shared_model(spec, miners["ann"]._params(checkpoint)), _held(world), 8)
+        mean_loss(
+            build_shared_model(spec, miners["ann"].checkpoint_params(checkpoint)), _held(world), 8
+        )
     )
     yield Played(world, bundles, state, held_out, others, late)
     world.node.close()
