@@ -253,8 +253,8 @@ def _anchored_records(
         bundle_id = parse_anchor(neuron.commitment.data if neuron.commitment else None)
         if neuron.hotkey not in aggregators or bundle_id is None:
             continue
-        bundle = _signed_bundle(documents, bundle_id, neuron.hotkey)
-        for record in (bundle or {}).get("collab", []):
+        records = (_signed_bundle(documents, bundle_id, neuron.hotkey) or {}).get("collab")
+        for record in records if isinstance(records, list) else []:
             try:
                 found = (str(record["base_checkpoint"]), int(record["round_index"]),
                          str(record["next_checkpoint"]))  # fmt: skip

@@ -410,3 +410,54 @@ def test_latest_pointer_skips_pointers_with_hostile_json(tmp_path: Path) -> None
     ):
         docs.put(POINTER_KIND, hashlib.sha256(f"hostile-{i}".encode()).hexdigest(), raw)
     assert latest_pointer(docs, "collab@1", {AGG.ss58_address}) == good
+
+
+# ---- round_checkpoint: what the aggregators published for a round ------------------------
+
+
+def _anchor_bundle(docs: DocumentStore, signer, collab: object) -> object:
+    """A bundle signed by ``signer`` holding ``collab``, stored, and a neuron anchoring it."""
+    from types import SimpleNamespace
+
+    from crucible.protocol.anchor import anchor_text
+    from crucible.protocol.auth import sign_document
+    from crucible.store.documents import BUNDLES
+
+    body = {"validator_hotkey": signer.ss58_address, "collab": collab}
+    bundle_id = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()  # fmt: skip
+    signed = {**body, "signature": sign_document(signer, "bundle", bundle_id)}
+    docs.put(BUNDLES, bundle_id, json.dumps(signed).encode())
+    commitment = SimpleNamespace(data=anchor_text(bundle_id))
+    return SimpleNamespace(hotkey=signer.ss58_address, commitment=commitment)
+
+
+def test_round_checkpoint_reads_anchored_bundles_then_pointers_and_survives_hostile_ones(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from crucible.collab.checkpoint import round_checkpoint
+
+    docs = DocumentStore(tmp_path / "docs")
+    agg_b, outsider = keypair("ckpt-aggregator-b"), keypair("ckpt-outsider")
+    a, b, c = ("a" * 64, "b" * 64, "c" * 64)
+    record = {
+        "competition": "collab@1",
+        "round_index": 5,
+        "base_checkpoint": a,
+        "next_checkpoint": b,
+    }
+    neurons = [
+        _anchor_bundle(docs, AGG, [record, "junk", [1], {"round_index": "x"}]),
+        _anchor_bundle(docs, agg_b, 5),  # an aggregator's bundle whose collab is not a list
+        _anchor_bundle(docs, outsider, [{**record, "round_index": 9}]),  # not an aggregator
+        SimpleNamespace(hotkey=agg_b.ss58_address, commitment=None),
+    ]
+    mg = SimpleNamespace(neurons=neurons)
+    aggregators = {AGG.ss58_address, agg_b.ss58_address}
+    publish_pointer(docs, dataclasses.replace(_pointer(7), checkpoint=c).signed(AGG))
+    assert round_checkpoint(mg, docs, "collab@1", aggregators, 5) == a  # the round's base
+    assert round_checkpoint(mg, docs, "collab@1", aggregators, 6) == b  # the round after
+    assert round_checkpoint(mg, docs, "collab@1", aggregators, 7) == c  # only a pointer says
+    assert round_checkpoint(mg, docs, "collab@1", aggregators, 9) is None
+    assert round_checkpoint(mg, docs, "other@1", aggregators, 5) is None
