@@ -40,7 +40,7 @@ from crucible.protocol.errors import ConfigError, CrucibleError
 from crucible.store.base import ModelStore
 from crucible.store.documents import DocumentStore
 
-__all__ = ["CollabMiner", "RoundReport", "follow"]
+__all__ = ["CollabMiner", "RoundReport", "commit_payload", "follow"]
 
 log = logging.getLogger(__name__)
 RESIDUAL_FILE = "residual.safetensors"
@@ -135,13 +135,7 @@ class CollabMiner:
         compressed = self.feedback.step(delta)
         meta = PayloadMeta(self.spec.key, r, checkpoint, self.hotkey.ss58_address)
         raw = encode_payload(compressed, meta)
-        digest = payload_hash(raw)
-        text = str(
-            PayloadCommitment.for_payload(
-                self.spec.key, r, "local", digest, self.hotkey.ss58_address
-            )
-        )
-        result = self.chain.submit(SetCommitment(self.netuid, text), self.hotkey)
+        digest, result = commit_payload(self.chain, self.netuid, self.hotkey, self.spec.key, r, raw)
         deadline = self.spec.window(r)[1]
         if not result.ok or (result.block is not None and result.block > deadline):
             self.feedback.restore(before)
@@ -171,6 +165,15 @@ class CollabMiner:
             )
         report = self.submit(r, checkpoint, delta)
         return RoundReport(**{**report.__dict__, "train_seconds": seconds})
+
+
+def commit_payload(chain: Chain, netuid: int, hotkey: Signer, competition: str, r: int, raw: bytes):
+    """Commit the hash of the encoded payload ``raw`` for round ``r``, bound to ``hotkey``
+    (store the bytes only after: nobody can copy a payload and commit it first). Returns
+    (payload hash, the chain's result)."""
+    digest = payload_hash(raw)
+    text = str(PayloadCommitment.for_payload(competition, r, "local", digest, hotkey.ss58_address))
+    return digest, chain.submit(SetCommitment(netuid, text), hotkey)
 
 
 def _next_round(miner: CollabMiner, last: int | None) -> tuple[int, str] | None:

@@ -39,10 +39,9 @@ def _spec(world: DemoWorld):
 
 def _free_ride(world: DemoWorld, spec, r: int, checkpoint: str, shapes) -> None:
     """The free rider's payload: random numbers shaped like a pseudo-gradient."""
-    from crucible.chain.interface import SetCommitment
     from crucible.collab.codec import PayloadMeta, compress, encode_payload
-    from crucible.collab.payload_store import payload_hash, put_payload
-    from crucible.protocol.collab import PayloadCommitment
+    from crucible.collab.payload_store import put_payload
+    from crucible.miner.collab import commit_payload
     from crucible.store.local import LocalStore
 
     hotkey = world.keys["freerider"][1]
@@ -51,10 +50,7 @@ def _free_ride(world: DemoWorld, spec, r: int, checkpoint: str, shapes) -> None:
     raw = encode_payload(
         compress(noise, spec.codec), PayloadMeta(spec.key, r, checkpoint, hotkey.ss58_address)
     )
-    text = PayloadCommitment.for_payload(
-        spec.key, r, "local", payload_hash(raw), hotkey.ss58_address
-    )
-    world.chain.submit(SetCommitment(1, str(text)), hotkey).raise_for_failure()
+    commit_payload(world.chain, 1, hotkey, spec.key, r, raw)[1].raise_for_failure()
     put_payload(LocalStore(world.store_dir), raw)
 
 

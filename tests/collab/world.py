@@ -113,16 +113,11 @@ def make_world(
 def commit_payload(world: CollabWorld, name: str, r: int, raw: bytes, *, store: bool = True) -> str:
     """Commit ``raw`` for round ``r`` as ``name`` (bound to its hotkey), then store it unless
     told not to; its payload hash."""
-    from crucible.chain.interface import SetCommitment
-    from crucible.collab.payload_store import payload_hash, put_payload
-    from crucible.protocol.collab import PayloadCommitment
+    from crucible.collab.payload_store import put_payload
+    from crucible.miner.collab import commit_payload as commit
 
-    digest = payload_hash(raw)
-    hotkey = world.keys[name]
-    text = str(
-        PayloadCommitment.for_payload(world.spec.key, r, "local", digest, hotkey.ss58_address)
-    )
-    world.node.submit(SetCommitment(1, text), hotkey).raise_for_failure()
+    digest, result = commit(world.node, 1, world.keys[name], world.spec.key, r, raw)
+    result.raise_for_failure()
     if store:
         assert put_payload(world.store, raw) == digest
     return digest

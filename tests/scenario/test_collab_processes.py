@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 
-from crucible.chain.interface import SetCommitment
 from crucible.collab.assignment import random_windows, windows_batch
 from crucible.collab.checkpoint import CHECKPOINT_FILE, latest_pointer, load_checkpoint_dir
 from crucible.collab.codec import PayloadMeta, compress, encode_payload
@@ -30,7 +29,8 @@ from crucible.collab.shared_model import build_shared_model, genesis_params, par
 from crucible.competitions import specs_dir
 from crucible.corpus.dataset import token_stream
 from crucible.corpus.tokenizer import load_tokenizer
-from crucible.protocol.collab import CollabSpec, PayloadCommitment
+from crucible.miner.collab import commit_payload
+from crucible.protocol.collab import CollabSpec
 from crucible.store.documents import DocumentStore
 from crucible.store.local import LocalStore
 from crucible.validator.bundle import Bundle, load_bundle, recompute
@@ -78,11 +78,11 @@ def _free_rider(net: CollabSubnet, spec: CollabSpec, r: int, seed: int) -> None:
     noise = {n: torch.randn(s, generator=g) * 1e-2 for n, s in shapes.items()}
     hotkey = net.keys[RIDER]
     meta = PayloadMeta(spec.key, r, pointer.checkpoint, hotkey.ss58_address)
-    digest = put_payload(
-        LocalStore(net.store_dir), encode_payload(compress(noise, spec.codec), meta)
-    )
-    text = PayloadCommitment.for_payload(spec.key, r, "local", digest, hotkey.ss58_address)
-    net.chain.submit(SetCommitment(1, str(text)), hotkey).raise_for_failure()
+    raw = encode_payload(compress(noise, spec.codec), meta)
+    digest = put_payload(LocalStore(net.store_dir), raw)
+    committed, result = commit_payload(net.chain, 1, hotkey, spec.key, r, raw)
+    result.raise_for_failure()
+    assert committed == digest
 
 
 def _await_miner(net: CollabSubnet, name: str, r: int) -> str:
