@@ -22,7 +22,7 @@ that much again, so the ratio is a lower bound).
 
     python bench/collab.py                    # R = 8 rounds on data/ (crucible data fetch)
     python bench/collab.py --quick            # 2 rounds, H = 4, few windows: a smoke run
-    python bench/collab.py --gap-only --rounds 24   # only the three loss curves, a longer horizon
+    python bench/collab.py --gap-only --rounds 16   # only the three loss curves, a longer horizon
 """
 
 from __future__ import annotations
@@ -209,12 +209,6 @@ def dense_diloco(spec, tokens, miners: list[Miner], rounds: int, held: torch.Ten
     return curve
 
 
-def _zero_round(history: History, name: str) -> int | None:
-    return next(
-        (i + 1 for i, w in enumerate(history.weights) if w.get(name, 0.0) == 0.0 and i > 0), None
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,8 +253,9 @@ def main() -> None:
     if args.riders_only:
         print(json.dumps(report_riders(*_adversity(spec, tokens, eval_tokens, rounds, held))))
         return
+    collab = simulate(spec, tokens, eval_tokens, four(), rounds, held=held)
     curves = {
-        "collab (4 miners, EF)": simulate(spec, tokens, eval_tokens, four(), rounds, held=held),
+        "collab (4 miners, EF)": collab.held_out,
         "dense DiLoCo (fp32 Δ)": dense_diloco(spec, tokens, four(), rounds, held),
         "one process, 4× batch": baseline(spec, tokens, four(), rounds, held),
     }
@@ -268,7 +263,9 @@ def main() -> None:
         print(json.dumps(report_gap(curves)))
         return
     no_ef = simulate(spec, tokens, eval_tokens, four(), rounds, feedback=False, held=held)
-    report(spec, rounds, curves, no_ef, *_adversity(spec, tokens, eval_tokens, rounds, held))
+    report(
+        spec, rounds, collab, curves, no_ef, *_adversity(spec, tokens, eval_tokens, rounds, held)
+    )
 
 
 def _adversity(spec, tokens, eval_tokens, rounds: int, held):
@@ -282,15 +279,11 @@ def _adversity(spec, tokens, eval_tokens, rounds: int, held):
     return riders, dropout
 
 
-def _curve(run) -> list[float]:
-    return run.held_out if isinstance(run, History) else run
-
-
-def report_gap(curves: dict) -> dict:
-    """Prints every run's held-out loss after each round and the two gaps to one process;
-    returns the figures."""
+def report_gap(curves: dict[str, list[float]]) -> dict:
+    """Prints every run's held-out loss after each round (collab, dense DiLoCo, one process) and
+    the two gaps to one process; returns the figures."""
     names = list(curves)
-    rows = list(zip(*(_curve(curves[n]) for n in names), strict=True))
+    rows = list(zip(*curves.values(), strict=True))
     print(
         f"{'round':>5}"
         + "".join(f"{n:>24}" for n in names)
@@ -300,13 +293,11 @@ def report_gap(curves: dict) -> dict:
         single = row[-1]
         gaps = "".join(f"{(x - single) / single:>+14.1%} " for x in row[:-1])
         print(f"{r:>5}" + "".join(f"{x:>24.4f}" for x in row) + gaps)
-    final = {n: _curve(curves[n])[-1] for n in names}
-    collab, dense, single = (final[n] for n in names)
+    collab, dense, single = (curve[-1] for curve in curves.values())
     figures = {
         "rounds": len(rows) - 1,
-        "collab_curve": [round(x, 4) for x in _curve(curves[names[0]])],
-        "dense_diloco_curve": [round(x, 4) for x in _curve(curves[names[1]])],
-        "single_process_curve": [round(x, 4) for x in _curve(curves[names[2]])],
+        **{f"{key}_curve": [round(x, 4) for x in curve]
+           for key, curve in zip(("collab", "dense_diloco", "single_process"), curves.values(), strict=True)},
         "collab_final_loss": round(collab, 5), "dense_diloco_final_loss": round(dense, 5),
         "single_process_final_loss": round(single, 5),
         "collab_vs_single": round((collab - single) / single, 5),
@@ -318,8 +309,7 @@ def report_gap(curves: dict) -> dict:
     return figures
 
 
-def report(spec, rounds, curves, no_ef, riders, dropout) -> None:
-    collab = curves["collab (4 miners, EF)"]
+def report(spec, rounds, collab: History, curves, no_ef, riders, dropout) -> None:
     parameters = sum(int(np.prod(s)) for s in param_shapes(genesis_params(spec)).values())
     dense = dense_bytes(param_shapes(genesis_params(spec)))
     payload = max(collab.payload_bytes)

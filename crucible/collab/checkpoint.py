@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -207,18 +207,28 @@ def latest_pointer(
     """The newest-round pointer for ``competition`` signed by one of ``aggregators``; forged,
     unreadable or foreign documents are skipped."""
     best: CheckpointPointer | None = None
+    for pointer in _aggregator_pointers(documents, competition, aggregators, scan):
+        if best is None or pointer.round_index > best.round_index:
+            best = pointer
+    return best
+
+
+def _aggregator_pointers(
+    documents: DocumentStore, competition: str, aggregators: set[str], scan: int
+) -> Iterator[CheckpointPointer]:
+    """The genuine pointers for ``competition`` by one of ``aggregators`` among the newest
+    ``scan`` documents (each stored under its own id, its signature verified)."""
     for digest in documents.newest(POINTER_KIND, scan):
         try:
             pointer = CheckpointPointer.parse(documents.get(POINTER_KIND, digest))
         except (AuthError, StoreError):
             continue
-        if pointer.pointer_id != digest or pointer.competition != competition:
-            continue
-        if pointer.aggregator in aggregators and (
-            best is None or pointer.round_index > best.round_index
+        if (
+            pointer.pointer_id == digest
+            and pointer.competition == competition
+            and pointer.aggregator in aggregators
         ):
-            best = pointer
-    return best
+            yield pointer
 
 
 def aggregator_hotkeys(spec: CollabSpec, owner_hotkey: str | None) -> set[str]:
@@ -246,7 +256,7 @@ def _signed_bundle(documents: DocumentStore, bundle_id: str, signer: str) -> dic
 
 def _anchored_records(
     mg: Metagraph, documents: DocumentStore, competition: str, aggregators: set[str]
-):
+) -> Iterator[tuple[str, int, str]]:
     """Every well-formed collab record of ``competition`` in a bundle an aggregator anchored on
     chain: (its base checkpoint, the round it scored, its next checkpoint)."""
     for neuron in mg.neurons:
@@ -293,16 +303,5 @@ def round_checkpoint(
             return base
         if scored + 1 == round_index:
             return next_checkpoint
-    for digest in documents.newest(POINTER_KIND, scan):
-        try:
-            pointer = CheckpointPointer.parse(documents.get(POINTER_KIND, digest))
-        except (AuthError, StoreError):
-            continue
-        if (
-            pointer.pointer_id == digest
-            and pointer.competition == competition
-            and pointer.aggregator in aggregators
-            and pointer.round_index == round_index
-        ):
-            return pointer.checkpoint
-    return None
+    pointers = _aggregator_pointers(documents, competition, aggregators, scan)
+    return next((p.checkpoint for p in pointers if p.round_index == round_index), None)
