@@ -4,12 +4,16 @@ and what free riders and dropouts get — through the validator's own round code
 Every run trains the spec's model (``crucible/competitions/collab.toml``) on the corpus's
 training split and is judged on one fixed set of held-out windows:
 
-* ``collab``    4 miners × R rounds: H inner AdamW steps each on its assignment, error feedback,
-                compressed payloads (``crucible.collab.codec``), every round scored, judged and
-                aggregated by ``crucible.collab.engine.score_payloads`` — what the validator runs;
-* ``no-EF``     the same with the residual dropped every round (no error feedback);
-* ``dense``     the same miners and windows, fp32 Δs averaged with nothing compressed or scored
-                and DiLoCo's Nesterov outer step (lr 0.7, momentum 0.9): local steps' cost alone;
+* ``collab``    4 miners × R rounds: H inner AdamW steps each on its assignment (each miner's
+                AdamW moments kept from round to round, as ``crucible-miner collab`` does), error
+                feedback, compressed payloads (``crucible.collab.codec``), every round scored,
+                judged and aggregated by ``crucible.collab.engine.score_payloads`` — what the
+                validator runs;
+* ``fresh``     the same with a fresh AdamW every round (what the inner optimizer's state is worth);
+* ``no-EF``     the same as ``collab`` with the residual dropped every round (no error feedback);
+* ``dense``     the same miners and windows, fp32 Δs with nothing compressed or scored,
+                median-clipped and averaged (outer SGD, lr 1: local SGD) — local steps' cost alone;
+                and beside it DiLoCo's Nesterov outer step (lr 0.7, momentum 0.9) on the same Δs;
 * ``baseline``  one process, R·H AdamW steps of 4× the batch on the very same windows: the same
                 tokens and inner optimizer as the four miners together (data parallel's run);
 * free riders   3 honest miners + one sending a random, zero, replayed (last round's honest
@@ -22,7 +26,7 @@ that much again, so the ratio is a lower bound).
 
     python bench/collab.py                    # R = 8 rounds on data/ (crucible data fetch)
     python bench/collab.py --quick            # 2 rounds, H = 4, few windows: a smoke run
-    python bench/collab.py --gap-only --rounds 16   # only the three loss curves, a longer horizon
+    python bench/collab.py --gap-only --rounds 16   # only the loss curves, a longer horizon
 """
 
 from __future__ import annotations
@@ -56,7 +60,12 @@ from crucible.collab.engine import Submission, assigned_windows, draw_round_data
 from crucible.collab.measure import mean_loss  # noqa: E402
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes  # noqa: E402
 from crucible.competitions import specs_dir  # noqa: E402
-from crucible.miner.collab_train import inner_train, interleaved_windows, one_process_curve  # noqa: E402
+from crucible.miner.collab_train import (
+    InnerMoments,
+    inner_train,
+    interleaved_windows,
+    one_process_curve,
+)  # noqa: E402
 from crucible.protocol.collab import CollabSpec, load_collab_specs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +87,7 @@ class Miner:
     away: frozenset[int] = frozenset()  # rounds it sends nothing
     hotkey: str = ""
     feedback: ErrorFeedback | None = None
+    moments: InnerMoments | None = None  # None: a fresh AdamW every round
 
 
 @dataclass
@@ -91,11 +101,11 @@ class History:
     seconds: float = 0.0
 
 
-def _delta(spec: CollabSpec, params, tokens, starts) -> dict[str, torch.Tensor]:
+def _delta(spec: CollabSpec, params, tokens, starts, moments) -> dict[str, torch.Tensor]:
     model = build_shared_model(spec, params)
     return inner_train(model, tokens, starts, steps=spec.inner_steps, batch_size=spec.batch_size,
                        lr=spec.inner_lr, weight_decay=spec.inner_weight_decay,
-                       sequence_length=spec.model.sequence_length)  # fmt: skip
+                       sequence_length=spec.model.sequence_length, moments=moments)  # fmt: skip
 
 
 def _payload(spec, m: Miner, r: int, params, tokens, assign: str, feedback: bool, honest: dict):
@@ -104,9 +114,8 @@ def _payload(spec, m: Miner, r: int, params, tokens, assign: str, feedback: bool
     if r in m.away:
         return None
     if m.kind == "honest":
-        delta = _delta(
-            spec, params, tokens, assigned_windows(spec, m.hotkey, r, assign, len(tokens))
-        )
+        starts = assigned_windows(spec, m.hotkey, r, assign, len(tokens))
+        delta = _delta(spec, params, tokens, starts, m.moments)
         c = m.feedback.step(delta) if feedback else compress(delta, spec.codec)
     elif m.kind == "random":
         g = torch.Generator().manual_seed(r)
@@ -122,12 +131,13 @@ def _payload(spec, m: Miner, r: int, params, tokens, assign: str, feedback: bool
 
 
 def simulate(spec, tokens, eval_tokens, miners: list[Miner], rounds: int, *, feedback: bool = True,
-             held: torch.Tensor) -> History:  # fmt: skip
+             keep_moments: bool = True, held: torch.Tensor) -> History:  # fmt: skip
     """R rounds of the collab competition, scored by the validator's ``score_payloads``."""
     params, momentum = genesis_params(spec), None
     shapes = param_shapes(params)
     for m in miners:
         m.hotkey, m.feedback = _hotkey(m.name), ErrorFeedback(shapes, spec.codec)
+        m.moments = InnerMoments() if keep_moments else None
     history, ratings, previous, honest = History(), {}, {}, {}
     order = sorted(miners, key=lambda m: m.kind in ("replay", "copy"))  # copies come after
     started = time.perf_counter()
@@ -185,25 +195,26 @@ def baseline(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor)
     return [start, *one_process_curve(spec, tokens, starts, miners=len(miners), held=held)]
 
 
-DILOCO_OUTER = {
-    "lr": 0.7,
-    "momentum_factor": 0.9,
-    "nesterov": True,
-}  # DiLoCo's published outer step
+AVERAGE_OUTER = {"lr": 1.0, "momentum_factor": 0.0, "nesterov": False}  # θ ← mean of the miners' θ
+DILOCO_OUTER = {"lr": 0.7, "momentum_factor": 0.9, "nesterov": True}  # DiLoCo's published step
 
 
-def dense_diloco(spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor) -> list[float]:
+def dense(
+    spec, tokens, miners: list[Miner], rounds: int, held: torch.Tensor, outer: dict
+) -> list[float]:
     """The same miners and windows with nothing compressed or scored: every round the plain fp32
-    Δs are averaged (median-clipped, as the validator does) and applied by DiLoCo's Nesterov
-    outer step — what sparsity costs, apart from what local steps cost."""
+    Δs (each miner's AdamW moments kept, as in the collab run) are median-clipped, as the
+    validator does, and applied by the ``outer`` step — what sparsity costs, apart from what
+    local steps cost."""
     params, momentum = genesis_params(spec), None
+    moments = [InnerMoments() for _ in miners]
     curve = [mean_loss(build_shared_model(spec, params), held, 16)]
     for r in range(1, rounds + 1):
         deltas = {
-            uid: _delta(spec, params, tokens, assigned_windows(spec, _hotkey(m.name), r, _hash(f"assign:{r}"), len(tokens)))
+            uid: _delta(spec, params, tokens, assigned_windows(spec, _hotkey(m.name), r, _hash(f"assign:{r}"), len(tokens)), moments[uid])
             for uid, m in enumerate(miners)
         }  # fmt: skip
-        result = aggregate_round(params, momentum, deltas, **DILOCO_OUTER)
+        result = aggregate_round(params, momentum, deltas, **outer)
         params, momentum = result.params, result.momentum
         curve.append(mean_loss(build_shared_model(spec, params), held, 16))
     return curve
@@ -221,7 +232,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--gap-only", action="store_true",
-        help="only the loss curves: collab, dense DiLoCo and one process (long horizons)",
+        help="only the loss curves: collab (kept and fresh AdamW), dense and one process (long horizons)",
     )  # fmt: skip
     args = parser.parse_args()
     from crucible.corpus.dataset import token_stream
@@ -254,10 +265,13 @@ def main() -> None:
         print(json.dumps(report_riders(*_adversity(spec, tokens, eval_tokens, rounds, held))))
         return
     collab = simulate(spec, tokens, eval_tokens, four(), rounds, held=held)
+    fresh = simulate(spec, tokens, eval_tokens, four(), rounds, keep_moments=False, held=held)
     curves = {
-        "collab (4 miners, EF)": collab.held_out,
-        "dense DiLoCo (fp32 Δ)": dense_diloco(spec, tokens, four(), rounds, held),
-        "one process, 4× batch": baseline(spec, tokens, four(), rounds, held),
+        "collab": collab.held_out,
+        "collab_fresh_adamw": fresh.held_out,
+        "dense_average": dense(spec, tokens, four(), rounds, held, AVERAGE_OUTER),
+        "dense_diloco": dense(spec, tokens, four(), rounds, held, DILOCO_OUTER),
+        "single_process": baseline(spec, tokens, four(), rounds, held),
     }
     if args.gap_only:
         print(json.dumps(report_gap(curves)))
@@ -279,33 +293,38 @@ def _adversity(spec, tokens, eval_tokens, rounds: int, held):
     return riders, dropout
 
 
+CURVE_NAMES = {
+    "collab": "collab (EF)",
+    "collab_fresh_adamw": "fresh AdamW",
+    "dense_average": "dense, averaged",
+    "dense_diloco": "dense DiLoCo",
+    "single_process": "one process",
+}  # the table's column for each run
+
+
 def report_gap(curves: dict[str, list[float]]) -> dict:
-    """Prints every run's held-out loss after each round (collab, dense DiLoCo, one process) and
-    the two gaps to one process; returns the figures."""
-    names = list(curves)
-    rows = list(zip(*curves.values(), strict=True))
-    print(
-        f"{'round':>5}"
-        + "".join(f"{n:>24}" for n in names)
-        + f"{'collab vs one':>15}{'dense vs one':>14}"
-    )
-    for r, row in enumerate(rows):
-        single = row[-1]
-        gaps = "".join(f"{(x - single) / single:>+14.1%} " for x in row[:-1])
-        print(f"{r:>5}" + "".join(f"{x:>24.4f}" for x in row) + gaps)
-    collab, dense, single = (curve[-1] for curve in curves.values())
-    figures = {
-        "rounds": len(rows) - 1,
-        **{f"{key}_curve": [round(x, 4) for x in curve]
-           for key, curve in zip(("collab", "dense_diloco", "single_process"), curves.values(), strict=True)},
-        "collab_final_loss": round(collab, 5), "dense_diloco_final_loss": round(dense, 5),
-        "single_process_final_loss": round(single, 5),
-        "collab_vs_single": round((collab - single) / single, 5),
-        "dense_diloco_vs_single": round((dense - single) / single, 5),
-    }  # fmt: skip
-    print(
-        f"final: collab {collab:.4f}, dense DiLoCo {dense:.4f}, one process {single:.4f} (collab {(collab - single) / single:+.2%}, dense DiLoCo {(dense - single) / single:+.2%})"
-    )
+    """Prints every run's held-out loss after each round (``CURVE_NAMES``' runs, one process
+    last) and each run's gap to one process; returns the figures."""
+    runs = [k for k in CURVE_NAMES if k != "single_process"]
+    single = curves["single_process"]
+    print(f"{'round':>5}" + "".join(f"{CURVE_NAMES[k]:>16}" for k in [*runs, "single_process"])
+          + "   vs one process: " + ", ".join(CURVE_NAMES[k] for k in runs))  # fmt: skip
+    for r, one in enumerate(single):
+        gaps = " ".join(f"{(curves[k][r] - one) / one:>+8.1%}" for k in runs)
+        print(
+            f"{r:>5}"
+            + "".join(f"{curves[k][r]:>16.4f}" for k in [*runs, "single_process"])
+            + "   "
+            + gaps
+        )
+    figures: dict = {"rounds": len(single) - 1}
+    for key in CURVE_NAMES:
+        figures[f"{key}_curve"] = [round(x, 4) for x in curves[key]]
+        figures[f"{key}_final_loss"] = round(curves[key][-1], 5)
+    for key in runs:
+        figures[f"{key}_vs_single"] = round((curves[key][-1] - single[-1]) / single[-1], 5)
+    print("final: " + ", ".join(f"{CURVE_NAMES[k]} {curves[k][-1]:.4f} ({figures[f'{k}_vs_single']:+.2%})" for k in runs)
+          + f", one process {single[-1]:.4f}")  # fmt: skip
     return figures
 
 

@@ -6,15 +6,19 @@ A round ``r`` (``spec.window(r)``): take the newest checkpoint an aggregator sig
 round and the window's first block hash), add the error-feedback residual, compress, commit the
 payload's hash on chain and only then put the payload in the store (so nobody can copy it and
 commit first), and keep the new residual on disk. A round whose deadline passes before the
-commitment lands is skipped with its reason, and the residual is left as it was.
+commitment lands is skipped with its reason, and the residual is left as it was. The inner
+AdamW's moments are kept on disk too, from one round to the next (``InnerMoments``: a fresh
+optimizer every round costs the run far more than any other choice a miner makes here).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,7 +36,7 @@ from crucible.collab.codec import ErrorFeedback, PayloadMeta, encode_payload
 from crucible.collab.engine import assigned_windows
 from crucible.collab.payload_store import payload_hash, put_payload
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
-from crucible.miner.collab_train import inner_train
+from crucible.miner.collab_train import InnerMoments, inner_train
 from crucible.miner.distributed import broadcast_object
 from crucible.observe.logs import log_event
 from crucible.protocol.collab import CollabSpec, PayloadCommitment
@@ -43,7 +47,11 @@ from crucible.store.documents import DocumentStore
 __all__ = ["CollabMiner", "RoundReport", "commit_payload", "follow"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RESIDUAL_FILE = "residual.safetensors"
+MOMENTS_FILE = (
+    "inner_moments.safetensors"  # every rank reads it at start (one work dir); rank 0 writes
+)
 
 
 @dataclass(frozen=True)
@@ -80,15 +88,16 @@ class CollabMiner:
         self._genesis = genesis_params(self.spec)
         self._shapes = param_shapes(self._genesis)
         self._genesis_id = checkpoint_id(self._genesis, None, competition=self.spec.key)
-        path = self.work_dir / RESIDUAL_FILE
-        try:
-            self.feedback = (
-                ErrorFeedback.load(path, self._shapes, self.spec.codec) if path.exists() else None
-            )
-        except ConfigError as exc:  # a residual from another model: start error feedback afresh
-            log.warning("ignoring %s: %s", path, exc)
-            self.feedback = None
-        self.feedback = self.feedback or ErrorFeedback(self._shapes, self.spec.codec)
+        self.feedback = _kept(
+            self.work_dir / RESIDUAL_FILE,
+            lambda path: ErrorFeedback.load(path, self._shapes, self.spec.codec),
+            lambda: ErrorFeedback(self._shapes, self.spec.codec),
+        )
+        self.moments = _kept(
+            self.work_dir / MOMENTS_FILE,
+            lambda path: InnerMoments.load(path, self._shapes),
+            InnerMoments,
+        )
 
     def current_checkpoint(self) -> tuple[str, int | None]:
         """(checkpoint id, the round it opens; None for checkpoint 0): the one an aggregator's
@@ -124,7 +133,10 @@ class CollabMiner:
             model, self.train_tokens, starts, steps=self.spec.inner_steps, batch_size=self.spec.batch_size,
             lr=self.spec.inner_lr, weight_decay=self.spec.inner_weight_decay, device=self.device,
             cluster=self.cluster, sequence_length=self.spec.model.sequence_length,
+            moments=self.moments,
         )  # fmt: skip
+        if self.cluster is None or self.cluster.is_main:
+            self.moments.save(self.work_dir / MOMENTS_FILE)
         return delta, time.perf_counter() - started
 
     def submit(self, r: int, checkpoint: str, delta: dict[str, torch.Tensor]) -> RoundReport:
@@ -165,6 +177,18 @@ class CollabMiner:
             )
         report = self.submit(r, checkpoint, delta)
         return RoundReport(**{**report.__dict__, "train_seconds": seconds})
+
+
+def _kept(path: Path, load: Callable[[Path], T], fresh: Callable[[], T]) -> T:
+    """What a miner keeps between rounds (its residual, its AdamW moments), read back from
+    ``path``; a missing file, or one for another model, starts afresh (logged)."""
+    if not path.exists():
+        return fresh()
+    try:
+        return load(path)
+    except ConfigError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return fresh()
 
 
 def commit_payload(chain: Chain, netuid: int, hotkey: Signer, competition: str, r: int, raw: bytes):

@@ -4,9 +4,7 @@ checkpoint over its assigned windows, returning the pseudo-gradient Δ = θ_star
 The pieces are the training loop's own (``crucible.miner.train``): the loss module
 (``CausalLMLoss``: ``linear_cross_entropy`` through the LM head), the AdamW setup (betas 0.9 /
 0.95, no weight decay on 1-D parameters, the fused kernel), gradient clipping at 1.0, bf16
-autocast on a GPU, and under ``torchrun`` the DDP wrapper of ``crucible.miner.distributed``. The
-optimizer state is fresh every round (Δ must depend on the checkpoint and the windows only) and
-the learning rate is constant: a round is a few dozen steps.
+autocast on a GPU, and under ``torchrun`` the DDP wrapper of ``crucible.miner.distributed``.
 
 Batches are the assigned windows in order: step i trains on ``starts[i·B : (i+1)·B]``. Under
 torchrun each rank takes its contiguous share of every such global batch and DDP averages the
@@ -17,10 +15,14 @@ at θ_end, in train mode.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
 from crucible.collab.assignment import windows_batch
@@ -28,13 +30,62 @@ from crucible.collab.measure import mean_loss
 from crucible.collab.shared_model import build_shared_model, genesis_params, model_params
 from crucible.miner import distributed as dist
 from crucible.miner.distributed import SINGLE, Cluster
-from crucible.miner.train import CausalLMLoss, adamw
+from crucible.miner.train import CausalLMLoss, adam_moments, adamw, restore_moments
 from crucible.protocol.collab import CollabSpec
 from crucible.protocol.errors import ConfigError
+from crucible.store.atomic import write_atomic
 
-__all__ = ["inner_train", "interleaved_windows", "one_process_curve"]
+__all__ = ["InnerMoments", "inner_train", "interleaved_windows", "one_process_curve"]
 
 GRAD_CLIP = 1.0
+MOMENTS_FORMAT = "crucible-collab-adam-moments/1"
+_MOMENT_KINDS = ("exp_avg", "exp_avg_sq", "step")
+
+
+@dataclass
+class InnerMoments:
+    """A miner's AdamW moments between rounds, by parameter name (``adam_moments``' keys);
+    empty: a fresh optimizer."""
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """Write them atomically (a crash leaves the old file or the new one)."""
+        write_atomic(
+            path, safetensors.torch.save(self.tensors, metadata={"format": MOMENTS_FORMAT})
+        )
+
+    @classmethod
+    def load(cls, path: Path, shapes: Mapping[str, tuple[int, ...]]) -> InnerMoments:
+        """The moments in ``path``, every tensor checked against the model's ``shapes`` (fp32,
+        finite, a step count ≥ 0) before any is kept; ``ConfigError`` naming what is wrong."""
+        fix = "delete the moments file to start the inner optimizer afresh"
+        want = {
+            f"{n}.{k}": (s if k != "step" else (1,))
+            for n, s in shapes.items()
+            for k in _MOMENT_KINDS
+        }
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("format") != MOMENTS_FORMAT:
+                    raise ConfigError(f"{path} is not a collab moments file", fix=fix)
+                if set(f.keys()) != set(want):
+                    raise ConfigError(f"{path} holds moments for other tensors", fix=fix)
+                for key, shape in want.items():
+                    sl = f.get_slice(key)
+                    if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
+                        raise ConfigError(f"{path}: {key!r} is not fp32 {shape}", fix=fix)
+                tensors = {key: f.get_tensor(key) for key in want}
+        except (OSError, SafetensorError) as exc:
+            raise ConfigError(f"cannot read moments file {path}: {exc}", fix=fix) from exc
+        bad = [
+            k
+            for k, t in tensors.items()
+            if not torch.isfinite(t).all() or (k.endswith(".step") and t.item() < 0)
+        ]
+        if bad:
+            raise ConfigError(f"{path}: {bad[0]!r} is not finite (or a negative step)", fix=fix)
+        return cls(tensors)
 
 
 def inner_train(
@@ -50,12 +101,14 @@ def inner_train(
     cluster: Cluster | None = None,
     sequence_length: int | None = None,
     on_step: Callable[[int], None] | None = None,
+    moments: InnerMoments | None = None,
 ) -> dict[str, torch.Tensor]:
     """Δ = θ_start − θ_end (fp32 CPU, keyed like ``model_params``) after ``steps`` AdamW steps
     of ``batch_size`` windows each from ``starts`` (windows of ``sequence_length`` tokens; None:
     the model's context length). Under torchrun every rank calls it with the same arguments.
     ``on_step(i)`` runs after optimizer step i (a benchmark's loss curve; it must not touch the
-    parameters)."""
+    parameters). ``moments``: AdamW starts from them and they are replaced by its moments at
+    θ_end (None: a fresh optimizer, nothing kept)."""
     cluster = cluster or SINGLE
     length = sequence_length or model.config.max_position_embeddings
     if steps < 0 or len(starts) < steps * batch_size:
@@ -78,6 +131,8 @@ def inner_train(
     model.to(device).train()
     net = dist.wrap(CausalLMLoss(model), cluster, "ddp", device)
     opt = adamw(model, lr, weight_decay)
+    if moments is not None and moments.tensors:
+        restore_moments(moments.tensors, model, opt)
     on_gpu = torch.device(device).type == "cuda"
     for step in range(steps):
         window = np.asarray(starts[step * batch_size : (step + 1) * batch_size])[rows]
@@ -90,6 +145,8 @@ def inner_train(
         opt.zero_grad(set_to_none=True)
         if on_step is not None:
             on_step(step)
+    if moments is not None:
+        moments.tensors = adam_moments(model, opt)
     end = model_params(model)
     return {name: start[name] - end[name] for name in start}
 

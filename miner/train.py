@@ -42,7 +42,10 @@ from crucible.protocol.errors import ConfigError
 from crucible.scoring.losses import linear_cross_entropy, next_token_targets, per_sample_losses
 from crucible.store.atomic import fsync_file
 
-__all__ = ["CausalLMLoss", "TrainConfig", "TrainResult", "adamw", "batch_at", "lr_at", "train"]
+__all__ = [
+    "CausalLMLoss", "TrainConfig", "TrainResult", "adam_moments", "adamw", "batch_at", "lr_at",
+    "restore_moments", "train",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,10 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim
     )
 
 
-def _moments(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Full CPU copies of the AdamW moments, by parameter name (a collective under FSDP: every
-    rank calls it, in the same order)."""
+def adam_moments(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Full CPU copies of the AdamW moments, by parameter name: ``<name>.exp_avg``,
+    ``<name>.exp_avg_sq`` and ``<name>.step`` (a collective under FSDP: every rank calls it, in
+    the same order)."""
     moments = {}
     for name, p in _named_parameters(model):
         state = opt.state.get(p, {})
@@ -224,9 +228,11 @@ def _restore_weights(path: Path, model: PreTrainedModel) -> tuple[int, int]:
     return meta["step"], meta["tokens"]
 
 
-def _restore_moments(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-    """AdamW moments by parameter name (checkpoints before names: by position in ``opt``)."""
-    moments = load_file(str(path / "optimizer.safetensors"))
+def restore_moments(
+    moments: dict[str, torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer
+) -> None:
+    """Put ``adam_moments``' output back into ``opt`` (keys by parameter name; checkpoints
+    written before names: by position in ``opt``). A parameter with no moments stays fresh."""
     named = dict(_named_parameters(model))
     by_position = {
         id(p): str(i) for i, p in enumerate(q for g in opt.param_groups for q in g["params"])
@@ -304,7 +310,7 @@ def _held_out(
 def _checkpoint(
     path: Path, model: PreTrainedModel, opt: torch.optim.Optimizer, run: _Run, cluster: Cluster
 ) -> None:
-    moments, plain = _moments(model, opt), _plain_model(model)  # every rank: collectives
+    moments, plain = adam_moments(model, opt), _plain_model(model)  # every rank: collectives
     if cluster.is_main:
         meta = {"step": run.step, "tokens": run.seen, "loss": run.loss}
         save_checkpoint(path, plain, moments, meta)
@@ -341,7 +347,7 @@ def train(
     net = dist.wrap(CausalLMLoss(model), cluster, cfg.parallel, cfg.device)
     opt = adamw(model, cfg.lr, cfg.weight_decay)
     if step:
-        _restore_moments(checkpoint, model, opt)
+        restore_moments(load_file(str(checkpoint / "optimizer.safetensors")), model, opt)
     run, resumed_from, start = _Run(step, seen), step, time.monotonic()
     bar = tqdm(
         total=cfg.max_steps, initial=step, disable=not (cfg.progress and cluster.is_main and sys.stderr.isatty()),

@@ -22,10 +22,13 @@ def test_the_quick_collab_bench_prints_every_figure() -> None:
     lines = out.stdout.strip().splitlines()
     figures = json.loads(lines[-1])
     assert figures["rounds"] == 2
-    for curve in ("collab_curve", "dense_diloco_curve", "single_process_curve"):
-        assert len(figures[curve]) == 3 and figures[curve][-1] < figures[curve][0], curve
+    runs = ("collab", "collab_fresh_adamw", "dense_average", "dense_diloco", "single_process")
+    for run in runs:
+        curve = figures[f"{run}_curve"]
+        assert len(curve) == 3 and curve[-1] < curve[0], run
+        assert figures[f"{run}_final_loss"] == pytest.approx(curve[-1], abs=1e-4)
     assert figures["delta_compression"] >= 150
     assert figures["free_rider_zero_weight_round"] == {
         k: 1 for k in ("random", "zero", "replay", "copy")
     }
-    assert any(line.startswith("round") and "dense vs one" in line for line in lines)
+    assert any(line.startswith("round") and "vs one process" in line for line in lines)

@@ -43,6 +43,7 @@ class Played:
     held_out: list[float]  # the checkpoint's held-out loss before each round and after the last
     others: list  # the second validator's bundles
     late: object  # the bundle of a validator that joined for the last round only
+    miners: dict  # by name, as they ended the last round
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
             build_shared_model(spec, miners["ann"].checkpoint_params(checkpoint)), _held(world), 8
         )
     )
-    yield Played(world, bundles, state, held_out, others, late)
+    yield Played(world, bundles, state, held_out, others, late, miners)
     world.node.close()
 
 
@@ -149,6 +150,17 @@ def test_the_free_rider_and_the_copier_earn_nothing(played: Played) -> None:
         if uids["zed"] in played.bundles[-1].weights
         else True
     )
+
+
+def test_a_restarted_miner_reads_back_its_residual_and_adamw_moments(played: Played) -> None:
+    ann, again = played.miners["ann"], played.world.miner("ann")  # the same work dir: a restart
+    kept, read = ann.moments.tensors, again.moments.tensors
+    assert kept.keys() == read.keys() and all(torch.equal(kept[k], read[k]) for k in kept)
+    rounds = len(played.bundles)
+    assert float(read["model.norm.weight.step"]) == rounds * played.world.spec.inner_steps
+    residual, read_residual = ann.feedback.residual, again.feedback.residual
+    assert residual.keys() == read_residual.keys()
+    assert all(torch.equal(residual[k], read_residual[k]) for k in residual)
 
 
 def test_bundles_recompute_and_a_changed_loss_is_caught(played: Played) -> None:

@@ -1,7 +1,8 @@
 """The shared model and a miner's inner loop: checkpoint 0 is the same bits on every build, a
 tied head is one tensor; inner_train's Δ lowers the loss of the windows it trained on, more than
-that of random windows (the effect the validator's proof relies on), does not depend on a
-previous round, and 2 processes under torchrun compute the Δ of one."""
+that of random windows (the effect the validator's proof relies on), depends on a previous round
+only through the AdamW moments a miner keeps (two rounds with them are one continuous run; the
+moments file refuses what is not its own), and 2 processes under torchrun compute the Δ of one."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from crucible.collab.shared_model import (
 from crucible.competitions import specs_dir
 from crucible.corpus.dataset import token_stream
 from crucible.corpus.tokenizer import load_tokenizer
-from crucible.miner.collab_train import inner_train
+from crucible.miner.collab_train import InnerMoments, inner_train
 from crucible.miner.distributed import Cluster
 from crucible.models.build import count_parameters
 from crucible.protocol.collab import CollabSpec, load_collab_specs
@@ -50,7 +51,7 @@ from crucible.collab.shared_model import build_shared_model
 from crucible.competitions import specs_dir
 from crucible.corpus.dataset import token_stream
 from crucible.corpus.tokenizer import load_tokenizer
-from crucible.miner.collab_train import inner_train
+from crucible.miner.collab_train import InnerMoments, inner_train
 from crucible.miner.distributed import Cluster
 from crucible.miner.distributed import cluster_from_env, process_group
 from crucible.protocol.collab import load_collab_specs
@@ -163,7 +164,7 @@ def test_training_on_its_windows_helps_them_more_than_random_windows(
     assert on_own > on_random + 0.015  # ... and its own windows more
 
 
-def test_each_round_starts_a_fresh_optimizer(spec: CollabSpec, tokens) -> None:
+def test_without_moments_each_round_starts_a_fresh_optimizer(spec: CollabSpec, tokens) -> None:
     starts = _assigned(spec, tokens, 4)
     first, second = starts[:8], starts[8:]
     model = build_shared_model(spec)
@@ -180,6 +181,60 @@ def test_each_round_starts_a_fresh_optimizer(spec: CollabSpec, tokens) -> None:
         _train(spec, tokens, first, 3)
     with pytest.raises(ConfigError, match="does not split evenly"):
         _train(spec, tokens, first, 2, batch_size=3, cluster=Cluster(0, 2, 0))
+
+
+def test_kept_moments_make_two_rounds_one_continuous_adamw_run(
+    spec: CollabSpec, tokens, tmp_path: Path
+) -> None:
+    starts = _assigned(spec, tokens, 4)
+    moments = InnerMoments()
+    model = build_shared_model(spec)
+    _train(spec, tokens, starts[:8], 2, model, moments=moments)
+    # the next round starts from a new model holding θ_end (as from the next checkpoint), with
+    # the moments read back from the miner's file
+    moments.save(tmp_path / "moments.safetensors")
+    shapes = param_shapes(genesis_params(spec))
+    again = InnerMoments.load(tmp_path / "moments.safetensors", shapes)
+    assert again.tensors.keys() == moments.tensors.keys()
+    assert float(again.tensors["model.norm.weight.step"]) == 2.0
+    second = build_shared_model(spec, model_params(model))
+    _train(spec, tokens, starts[8:], 2, second, moments=again)
+    one_run = build_shared_model(spec)
+    _train(spec, tokens, starts, 4, one_run)
+    two, one = model_params(second), model_params(one_run)
+    assert all(torch.equal(two[k], one[k]) for k in one)
+    assert float(again.tensors["model.norm.weight.step"]) == 4.0  # replaced by round 2's
+
+
+def test_a_moments_file_that_is_not_the_models_own_is_refused(
+    spec: CollabSpec, tokens, tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    moments = InnerMoments()
+    _train(spec, tokens, _assigned(spec, tokens, 1), 1, moments=moments)
+    shapes, path = param_shapes(genesis_params(spec)), tmp_path / "m.safetensors"
+    good = moments.tensors
+
+    def refused(tensors: dict, match: str, metadata=None) -> None:
+        save_file(
+            tensors, str(path), metadata=metadata or {"format": "crucible-collab-adam-moments/1"}
+        )
+        with pytest.raises(ConfigError, match=match):
+            InnerMoments.load(path, shapes)
+
+    refused(good, "not a collab moments file", {"format": "crucible-collab-residual/1"})
+    refused({k: v for k, v in good.items() if "norm" not in k}, "holds moments for other tensors")
+    key = "model.norm.weight.exp_avg"
+    refused(good | {key: torch.zeros(64)}, f"'{key}' is not fp32 \\(128,\\)")
+    refused(good | {key: good[key].double()}, f"'{key}' is not fp32")
+    refused(good | {key: torch.full((128,), float("nan"))}, f"'{key}' is not finite")
+    refused(good | {"model.norm.weight.step": torch.tensor([-1.0])}, "or a negative step")
+    path.write_bytes(b"\x00" * 40)
+    with pytest.raises(ConfigError, match="cannot read moments file"):
+        InnerMoments.load(path, shapes)
+    with pytest.raises(ConfigError, match="cannot read moments file"):
+        InnerMoments.load(tmp_path / "absent.safetensors", shapes)
 
 
 @pytest.mark.slow

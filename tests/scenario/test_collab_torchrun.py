@@ -1,6 +1,7 @@
 """``torchrun --nproc-per-node 2 -m crucible.neurons.miner collab``: two CPU processes (gloo)
 train one miner's round together; rank 0 alone commits and stores, and the payload is the one a
-single process computes for the same round (the same top-k picks, up to float rounding)."""
+single process computes for the same round (the same top-k picks, up to float rounding), and
+rank 0 keeps the inner optimizer's moments for the next round."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from crucible.collab.codec import decode_payload, index_overlap
 from crucible.collab.payload_store import fetch_payload
 from crucible.collab.shared_model import genesis_params, param_shapes
 from crucible.corpus.dataset import token_stream
 from crucible.corpus.tokenizer import load_tokenizer
-from crucible.miner.collab import CollabMiner
+from crucible.miner.collab import MOMENTS_FILE, CollabMiner
+from crucible.miner.collab_train import InnerMoments
 from crucible.protocol.collab import PayloadCommitment
 from crucible.store.documents import DocumentStore
 from crucible.store.local import LocalStore
@@ -58,6 +61,15 @@ def test_two_processes_train_one_miners_round_and_rank_zero_alone_submits(tmp_pa
         delta, _ = one_miner.train_round(r, meta.base_checkpoint)
         one = one_miner.feedback.step(delta)
         assert index_overlap(one, two) > 0.99
+        # rank 0 kept the inner AdamW's moments for the next round: the ones one process has
+        kept = InnerMoments.load(tmp_path / "ddp" / MOMENTS_FILE, shapes).tensors
+        assert float(kept["model.norm.weight.step"]) == spec.inner_steps
+        ours = one_miner.moments.tensors
+        assert all(
+            torch.allclose(kept[k], ours[k], rtol=1e-3, atol=1e-7)
+            for k in ours
+            if k.endswith("exp_avg_sq")
+        )
     finally:
         chain.close()
         node.stop()
