@@ -49,9 +49,8 @@ __all__ = ["CollabMiner", "RoundReport", "commit_payload", "follow"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RESIDUAL_FILE = "residual.safetensors"
-MOMENTS_FILE = (
-    "inner_moments.safetensors"  # every rank reads it at start (one work dir); rank 0 writes
-)
+# every rank reads it at start (one work dir for all); rank 0 writes it
+MOMENTS_FILE = "inner_moments.safetensors"
 
 
 @dataclass(frozen=True)

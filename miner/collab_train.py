@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch
 import torch
-from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
 from crucible.collab.assignment import windows_batch
@@ -33,13 +31,16 @@ from crucible.miner.distributed import SINGLE, Cluster
 from crucible.miner.train import CausalLMLoss, adam_moments, adamw, restore_moments
 from crucible.protocol.collab import CollabSpec
 from crucible.protocol.errors import ConfigError
-from crucible.store.atomic import write_atomic
+from crucible.store.tensor_file import TensorFileKind
 
 __all__ = ["InnerMoments", "inner_train", "interleaved_windows", "one_process_curve"]
 
 GRAD_CLIP = 1.0
-MOMENTS_FORMAT = "crucible-collab-adam-moments/1"
 _MOMENT_KINDS = ("exp_avg", "exp_avg_sq", "step")
+MOMENTS_FILE_KIND = TensorFileKind(
+    "crucible-collab-adam-moments/1", "moments", "moments",
+    fix="delete the moments file to start the inner optimizer afresh",
+)  # fmt: skip
 
 
 @dataclass
@@ -51,40 +52,18 @@ class InnerMoments:
 
     def save(self, path: Path) -> None:
         """Write them atomically (a crash leaves the old file or the new one)."""
-        write_atomic(
-            path, safetensors.torch.save(self.tensors, metadata={"format": MOMENTS_FORMAT})
-        )
+        MOMENTS_FILE_KIND.save(path, self.tensors)
 
     @classmethod
     def load(cls, path: Path, shapes: Mapping[str, tuple[int, ...]]) -> InnerMoments:
         """The moments in ``path``, every tensor checked against the model's ``shapes`` (fp32,
         finite, a step count ≥ 0) before any is kept; ``ConfigError`` naming what is wrong."""
-        fix = "delete the moments file to start the inner optimizer afresh"
-        want = {
-            f"{n}.{k}": (s if k != "step" else (1,))
-            for n, s in shapes.items()
-            for k in _MOMENT_KINDS
-        }
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get("format") != MOMENTS_FORMAT:
-                    raise ConfigError(f"{path} is not a collab moments file", fix=fix)
-                if set(f.keys()) != set(want):
-                    raise ConfigError(f"{path} holds moments for other tensors", fix=fix)
-                for key, shape in want.items():
-                    sl = f.get_slice(key)
-                    if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
-                        raise ConfigError(f"{path}: {key!r} is not fp32 {shape}", fix=fix)
-                tensors = {key: f.get_tensor(key) for key in want}
-        except (OSError, SafetensorError) as exc:
-            raise ConfigError(f"cannot read moments file {path}: {exc}", fix=fix) from exc
-        bad = [
-            k
-            for k, t in tensors.items()
-            if not torch.isfinite(t).all() or (k.endswith(".step") and t.item() < 0)
-        ]
+        want = {f"{n}.{k}": (s if k != "step" else (1,)) for n, s in shapes.items() for k in _MOMENT_KINDS}  # fmt: skip
+        tensors = MOMENTS_FILE_KIND.load(path, want)
+        bad = [k for k, t in tensors.items() if not torch.isfinite(t).all() or (k.endswith(".step") and t.item() < 0)]  # fmt: skip
         if bad:
-            raise ConfigError(f"{path}: {bad[0]!r} is not finite (or a negative step)", fix=fix)
+            raise ConfigError(f"{path}: {bad[0]!r} is not finite (or a negative step)",
+                              fix=MOMENTS_FILE_KIND.fix)  # fmt: skip
         return cls(tensors)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 from collections.abc import Mapping
@@ -31,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
-import safetensors.torch
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
 from crucible.protocol.collab import CollabCodec
 from crucible.protocol.errors import ConfigError, PayloadRejected
+from crucible.store.tensor_file import TensorFileKind
 
 __all__ = [
     "Compressed",
@@ -55,7 +54,10 @@ __all__ = [
 ]
 
 FORMAT = "crucible-collab-codec/1"
-RESIDUAL_FORMAT = "crucible-collab-residual/1"
+RESIDUAL_FILE_KIND = TensorFileKind(
+    "crucible-collab-residual/1", "residual", "residuals",
+    fix="delete the residual file to start error feedback afresh",
+)  # fmt: skip
 _FP16_MAX = float(np.finfo(np.float16).max)
 _SCALES, _BITS = ":scales", ":bits"
 _META_KEYS = frozenset(
@@ -744,34 +746,13 @@ class ErrorFeedback:
         return c
 
     def save(self, path: Path) -> None:
-        """Write e atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        data = safetensors.torch.save(self._residual, metadata={"format": RESIDUAL_FORMAT})
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write e atomically."""
+        RESIDUAL_FILE_KIND.save(path, self._residual)
 
     @classmethod
     def load(
         cls, path: Path, shapes: Mapping[str, tuple[int, ...]], codec: CollabCodec
     ) -> ErrorFeedback:
         out = cls(shapes, codec)
-        fix = "delete the residual file to start error feedback afresh"
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get("format") != RESIDUAL_FORMAT:
-                    raise ConfigError(f"{path} is not a collab residual file", fix=fix)
-                if set(f.keys()) != set(out.shapes):
-                    raise ConfigError(f"{path} holds residuals for other tensors", fix=fix)
-                for name, shape in out.shapes.items():
-                    sl = f.get_slice(name)
-                    if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
-                        raise ConfigError(f"{path}: residual {name!r} is not fp32 {shape}", fix=fix)
-                residual = {name: f.get_tensor(name) for name in out.shapes}
-        except (OSError, SafetensorError) as exc:
-            raise ConfigError(f"cannot read residual file {path}: {exc}", fix=fix) from exc
-        out._residual = residual
+        out._residual = RESIDUAL_FILE_KIND.load(path, out.shapes)
         return out
