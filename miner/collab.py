@@ -35,6 +35,7 @@ from crucible.collab.checkpoint import (
 from crucible.collab.codec import ErrorFeedback, PayloadMeta, encode_payload
 from crucible.collab.engine import assigned_windows
 from crucible.collab.payload_store import payload_hash, put_payload
+from crucible.collab.peer_sync import pull_checkpoint, pull_published
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
 from crucible.miner.collab_train import InnerMoments, inner_train
 from crucible.miner.distributed import broadcast_object
@@ -43,6 +44,7 @@ from crucible.protocol.collab import CollabSpec, PayloadCommitment
 from crucible.protocol.errors import ConfigError, CrucibleError
 from crucible.store.base import ModelStore
 from crucible.store.documents import DocumentStore
+from crucible.store.local import LocalStore
 
 __all__ = ["CollabMiner", "RoundReport", "commit_payload", "follow"]
 
@@ -103,6 +105,8 @@ class CollabMiner:
         bundle anchored on chain names, or a newer one its signed pointer names (the anchor may
         wait for the commitment rate limit)."""
         mg = self.chain.metagraph(self.netuid)
+        for note in pull_published(self.spec, mg, self.documents):
+            log_event(log, "collab_peer_unavailable", level=logging.WARNING, note=note)
         aggregators = aggregator_hotkeys(self.spec, mg.owner_hotkey)
         anchored = anchored_checkpoint(mg, self.documents, self.spec.key, aggregators)
         pointer = latest_pointer(self.documents, self.spec.key, aggregators)
@@ -115,6 +119,9 @@ class CollabMiner:
         shape checked against the spec's model; checkpoint 0 is built from the seed)."""
         if checkpoint == self._genesis_id:
             return self._genesis
+        if isinstance(self.store, LocalStore):
+            mg = self.chain.metagraph(self.netuid)
+            pull_checkpoint(self.spec, mg, self.store, checkpoint, self._shapes)
         folder = self.store.get("local", checkpoint, self.work_dir / "checkpoints" / f"rank{self._rank}", max_bytes=1 << 34,
                                 allowed_files={CHECKPOINT_FILE})  # fmt: skip
         return load_checkpoint_dir(folder, self._shapes, competition=self.spec.key).params

@@ -230,12 +230,30 @@ def cmd_collab(args: argparse.Namespace) -> int:
             chain_from(args), keys.hotkey, args.netuid, spec, LocalStore(args.store_dir),
             DocumentStore(args.store_dir), tokens, args.work_dir, device=device, cluster=cluster,
         )  # fmt: skip
-        if cluster.is_main:
-            announce_ready(f"collab miner {keys.hotkey.ss58_address[:10]}… on {spec.key}")
-        for report in follow(miner, args.rounds or None, poll_s=args.poll):
+        server = _serve_payloads(args, miner) if cluster.is_main else None
+        try:
             if cluster.is_main:
-                print(_collab_line(report), flush=True)
+                where = "" if server is None else f"; payloads on {server.url}/v1/objects"
+                announce_ready(
+                    f"collab miner {keys.hotkey.ss58_address[:10]}… on {spec.key}{where}"
+                )
+            for report in follow(miner, args.rounds or None, poll_s=args.poll):
+                if cluster.is_main:
+                    print(_collab_line(report), flush=True)
+        finally:
+            if server is not None:
+                server.stop()
     return 0
+
+
+def _serve_payloads(args: argparse.Namespace, miner):
+    """The endpoint validators on other machines copy this miner's payloads from (on chain)."""
+    if args.no_serve:
+        return None
+    from crucible.miner.payload_server import serve_payloads
+
+    return serve_payloads(miner.chain, miner.netuid, miner.hotkey, miner.store, args.host,
+                          args.port, args.external_ip)  # fmt: skip
 
 
 def _command(add, name: str, fn, help_text: str) -> argparse.ArgumentParser:
@@ -357,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="error-feedback residual and fetched checkpoints")  # fmt: skip
     c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     c.add_argument("--poll", type=float, default=2.0, help="seconds between chain polls")
+    c.add_argument("--host", default="127.0.0.1", help="bind address of the payload endpoint")
+    c.add_argument("--port", type=int, default=int(os.environ.get("CRUCIBLE_COLLAB_PORT", "0")),
+                   help="payload endpoint port (0: any free one; env CRUCIBLE_COLLAB_PORT)")  # fmt: skip
+    c.add_argument("--external-ip", help="the IP to advertise on chain (default: --host)")
+    c.add_argument("--no-serve", action="store_true",
+                   help="serve no payloads (validators read them from a shared --store-dir)")  # fmt: skip
     c.set_defaults(long_running=True)
     e = _command(add, "eval", cmd_eval, "score a model exactly as a validator would, vs the leader")
     e.add_argument(

@@ -6,6 +6,13 @@ within a token bucket. No request is signed and no answer needs to be: a bundle 
 signature and its id is anchored on chain, so the reader checks what it gets either way.
 ``GET /metrics`` answers the validator's Prometheus metrics (``observe.metrics``) when a registry
 is given: public and cheap, and nothing in it is secret.
+
+For collab competitions, when the validator's model store is given, it also serves what miners
+and other validators on other machines need to follow it (``crucible.collab.peer_sync``):
+``GET /v1/objects/<id>/checkpoint.safetensors`` and ``…/payload.safetensors`` (the checkpoints it
+aggregated and the payloads it fetched, by content hash) and ``GET /v1/collab/pointers/<competition>``
+(its newest signed checkpoint pointer). Each is checked by its reader like a bundle: the hash, or
+the signature.
 """
 
 from __future__ import annotations
@@ -17,21 +24,22 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 
+from crucible.collab.checkpoint import CHECKPOINT_FILE
+from crucible.collab.payload_store import PAYLOAD_FILE
 from crucible.observe.metrics import CONTENT_TYPE, render
 from crucible.protocol.errors import StoreError
-from crucible.server.errors import RateLimited
-from crucible.server.limits import RateLimiter
+from crucible.server.objects import add_object_routes, limit_per_client
+from crucible.server.objects import error_response as _error
 from crucible.store.documents import BUNDLES, DocumentStore
+from crucible.store.local import LocalStore
+from crucible.store.peer import BUNDLES_PATH, POINTERS_PATH
 
-__all__ = ["BUNDLES_PATH", "build_bundle_server"]
+__all__ = ["BUNDLES_PATH", "SERVED_OBJECT_FILES", "build_bundle_server"]
 
-BUNDLES_PATH = "/v1/bundles"
 KIND = BUNDLES
+SERVED_OBJECT_FILES = (CHECKPOINT_FILE, PAYLOAD_FILE)
 _ID = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+_COMPETITION = re.compile(r"^[a-z][a-z0-9_]{0,15}@[1-9][0-9]{0,5}$")
 
 
 def build_bundle_server(
@@ -41,12 +49,15 @@ def build_bundle_server(
     rate_per_s: float = 5.0,
     burst: int = 20,
     metrics: CollectorRegistry | None = None,
+    objects: LocalStore | None = None,
+    latest_pointer: Callable[[str], bytes | None] | None = None,
 ) -> FastAPI:
-    """``latest_id`` names this validator's newest bundle (a store may hold other validators')."""
+    """``latest_id`` names this validator's newest bundle (a store may hold other validators');
+    ``latest_pointer(competition)`` its newest signed checkpoint pointer's bytes."""
     app = FastAPI(
         title="crucible-validator bundles", docs_url=None, redoc_url=None, openapi_url=None
     )
-    limiter = RateLimiter(rate_per_s, burst, max_keys=10_000)
+    limit_per_client(app, rate_per_s, burst)
 
     def answer(bundle_id: str | None) -> Response:
         if bundle_id is None:
@@ -57,14 +68,6 @@ def build_bundle_server(
             return _error(404 if exc.code == "not_found" else 400, exc.code, exc.message)
         return Response(content=raw, media_type="application/json")
 
-    @app.middleware("http")
-    async def per_client_limit(request: Request, call_next):
-        try:
-            limiter.acquire(request.client.host if request.client else "?")
-        except RateLimited as exc:
-            return _error(429, exc.code, str(exc))
-        return await call_next(request)
-
     @app.get(BUNDLES_PATH + "/latest")
     def latest() -> Response:
         return answer(latest_id())
@@ -74,6 +77,19 @@ def build_bundle_server(
         if not _ID.match(bundle_id):
             return _error(400, "bad_ref", "a bundle id is 64 lowercase hex digits")
         return answer(bundle_id)
+
+    if objects is not None:
+        add_object_routes(app, objects, SERVED_OBJECT_FILES)
+    if latest_pointer is not None:
+
+        @app.get(POINTERS_PATH + "/{competition}")
+        def pointer(competition: str) -> Response:
+            if not _COMPETITION.match(competition):
+                return _error(400, "bad_ref", "a competition is id@version, as in collab@1")
+            raw = latest_pointer(competition)
+            if raw is None:
+                return _error(404, "no_pointer", f"this validator signed no {competition} pointer")
+            return Response(content=raw, media_type="application/json")
 
     if metrics is not None:
 

@@ -34,6 +34,7 @@ from crucible.collab.checkpoint import (
 from crucible.collab.codec import Compressed, decode_payload, max_payload_bytes
 from crucible.collab.engine import Submission, draw_round_data, score_payloads
 from crucible.collab.payload_store import fetch_payload
+from crucible.collab.peer_sync import PayloadPull, pull_checkpoint, pull_payloads, pull_published
 from crucible.collab.shared_model import (
     build_shared_model,
     genesis_params,
@@ -43,6 +44,7 @@ from crucible.collab.shared_model import (
 from crucible.observe.logs import log_event
 from crucible.protocol.collab import CollabSpec, PayloadCommitment
 from crucible.protocol.errors import CommitmentError, CrucibleError, PayloadRejected, StoreError
+from crucible.store.local import LocalStore
 from crucible.validator.bundle import CarriedCompetition
 from crucible.validator.collab_record import CollabRound, MeasuredLosses
 from crucible.validator.runtime import ValidatorRuntime
@@ -134,7 +136,7 @@ def _catch_up(
     if theirs is None or theirs == progress.checkpoint:
         return
     try:
-        _hold_checkpoint(rt, cr, theirs)
+        _hold_checkpoint(rt, cr, mg, theirs)
     except CrucibleError as exc:
         if exc.transient:
             raise  # the store is down here: the round waits, as for this validator's own
@@ -148,11 +150,16 @@ def _catch_up(
     progress.history = (progress.history + [theirs])[-HISTORY:]
 
 
-def _hold_checkpoint(rt: ValidatorRuntime, cr: CollabRuntime, ckpt: str) -> None:
+def _hold_checkpoint(rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph, ckpt: str) -> None:
+    """Load checkpoint ``ckpt`` (copied from an aggregator's endpoint first if this validator's
+    store lacks it)."""
     if cr.checkpoint_id == ckpt and cr.model is not None:
         return
     shapes = param_shapes(genesis_params(cr.spec))
-    folder = rt.resolve_store("local").get(
+    store = rt.resolve_store("local")
+    if isinstance(store, LocalStore):
+        pull_checkpoint(cr.spec, mg, store, ckpt, shapes, skip=rt.keypair.ss58_address)
+    folder = store.get(
         "local",
         ckpt,
         rt.config.work_dir / "collab",
@@ -172,18 +179,19 @@ def _payload(
     base: str,
     r: int,
     tmp: Path,
+    unavailable: dict[int, str],
 ) -> Submission:
-    """The uid's decoded payload, or its rejection; ``StoreError`` that is transient propagates."""
+    """The uid's decoded payload, or its rejection (``unavailable``: uids whose payload could not
+    be copied from their endpoint, and why); ``StoreError`` that is transient propagates."""
     spec = cr.spec
     shapes = param_shapes(cr.checkpoint.params)
-    first, deadline = spec.window(r)
-    reject = None
-    if not first <= sub.commit_block <= deadline:
-        reject = f"late: committed at block {sub.commit_block}, the window is {first}–{deadline}"
-    elif not c.matches(sub.hotkey):
-        reject = "commitment not bound to this hotkey (secure hash mismatch)"
+    reject = _refused(spec, sub, c, r)
     if reject:
         return Submission(**{**sub.__dict__, "rejected": reject})
+    if sub.uid in unavailable:
+        return Submission(
+            **{**sub.__dict__, "rejected": f"payload unavailable: {unavailable[sub.uid]}"}
+        )
     try:
         raw = fetch_payload(rt.resolve_store(c.store_ref), c.store_ref, c.content_hash, tmp,
                             max_payload_bytes(shapes, spec.codec))  # fmt: skip
@@ -216,6 +224,35 @@ def _payload(
     return Submission(**{**sub.__dict__, "compressed": compressed, "payload_bytes": len(raw)})
 
 
+def _refused(spec: CollabSpec, sub: Submission, c: PayloadCommitment, r: int) -> str | None:
+    """Why a commitment is refused before its payload is fetched (late, or not this hotkey's)."""
+    first, deadline = spec.window(r)
+    if not first <= sub.commit_block <= deadline:
+        return f"late: committed at block {sub.commit_block}, the window is {first}–{deadline}"
+    if not c.matches(sub.hotkey):
+        return "commitment not bound to this hotkey (secure hash mismatch)"
+    return None
+
+
+def _pull(
+    rt: ValidatorRuntime,
+    cr: CollabRuntime,
+    found: list[tuple[Neuron, Submission, PayloadCommitment]],
+    r: int,
+) -> dict[int, str]:
+    """Copy the round's acceptable payloads this validator's store lacks from their miners'
+    endpoints; uid → why one could not be had."""
+    store = rt.resolve_store("local")
+    if not isinstance(store, LocalStore):
+        return {}
+    pulls = [
+        PayloadPull(n.uid, n.endpoint.url if n.endpoint else None, c.content_hash)
+        for n, sub, c in found if c.store_ref == "local" and _refused(cr.spec, sub, c, r) is None
+    ]  # fmt: skip
+    cap = max_payload_bytes(param_shapes(cr.checkpoint.params), cr.spec.codec)
+    return pull_payloads(store, pulls, cap)
+
+
 def _collect(
     rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph, r: int, base: str
 ) -> tuple[dict[int, Submission], dict[int, str], dict[int, str]]:
@@ -223,15 +260,18 @@ def _collect(
     subs: dict[int, Submission] = {}
     held: dict[int, str] = {}
     raws: dict[int, str] = {}
-    with tempfile.TemporaryDirectory(prefix="crucible-payloads-") as tmp:
-        for neuron in mg.neurons:
-            c = _commitment(neuron, cr.spec.key, r)
-            if c is None:
-                continue
+    found = []
+    for neuron in mg.neurons:
+        c = _commitment(neuron, cr.spec.key, r)
+        if c is not None:
             raws[neuron.uid] = neuron.commitment.data
             sub = Submission(neuron.uid, neuron.hotkey, neuron.commitment.block, c.content_hash)
+            found.append((neuron, sub, c))
+    unavailable = _pull(rt, cr, found, r)
+    with tempfile.TemporaryDirectory(prefix="crucible-payloads-") as tmp:
+        for neuron, sub, c in found:
             try:
-                subs[neuron.uid] = _payload(rt, cr, sub, c, base, r, Path(tmp))
+                subs[neuron.uid] = _payload(rt, cr, sub, c, base, r, Path(tmp), unavailable)
             except CrucibleError as exc:  # transient: the store is down here, not the miner's fault
                 held[neuron.uid] = f"{exc.code}: {exc.message}"[:200]
             except Exception as exc:  # noqa: BLE001 — one hostile payload never stops the round
@@ -286,8 +326,11 @@ def score_collab(
     except CrucibleError as exc:
         log.warning("%s: round %d blocks unavailable: %s", spec.key, r, exc)
         return _carried(cr, progress)
+    if rt.documents is not None:
+        for note in pull_published(spec, mg, rt.documents, skip=rt.keypair.ss58_address):
+            log_event(log, "collab_peer_unavailable", level=logging.WARNING, note=note)
     _catch_up(rt, cr, mg, progress, r)
-    _hold_checkpoint(rt, cr, progress.checkpoint)
+    _hold_checkpoint(rt, cr, mg, progress.checkpoint)
     subs, held, raws = _collect(rt, cr, mg, r, progress.checkpoint)
     accepted = {u: s.hotkey for u, s in subs.items() if s.compressed is not None}
     data = draw_round_data(

@@ -7,7 +7,9 @@ published bundles served, chain outages retried with backoff — never fatal.
   opens (``submit.try_reveal``), so the reveal does not wait for the next round;
 * the chain unreachable (or timing out): reported, retried after 1, 2, 4 … ``max_backoff_s``
   seconds; the state on disk stays whole in between.
-``serve_bundles`` starts the public, keyless bundle endpoint and registers it on chain.
+``serve_bundles`` starts the public, keyless bundle endpoint and registers it on chain; it also
+serves the collab checkpoints and payloads of the validator's store and its signed checkpoint
+pointers, for miners and validators that share no disk with it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crucible.chain.interface import ServeEndpoint
+from crucible.collab.checkpoint import latest_pointer
 from crucible.protocol.errors import ChainError, ChainUnavailable
 from crucible.server import RunningServer, run_in_thread
+from crucible.store.documents import DocumentStore
+from crucible.store.local import LocalStore
 from crucible.validator.bundle_server import build_bundle_server
 from crucible.validator.loop import RoundOutcome, run_round
 from crucible.validator.runtime import ValidatorRuntime
@@ -79,6 +84,16 @@ def run_service(
         sleep(max(0.0, min(cfg.tick_s, next_round - clock())))
 
 
+def _own_pointer(documents: DocumentStore, hotkey: str) -> Callable[[str], bytes | None]:
+    """The newest checkpoint pointer this validator signed for a competition, as stored."""
+
+    def newest(competition: str) -> bytes | None:
+        pointer = latest_pointer(documents, competition, {hotkey})
+        return None if pointer is None else pointer.to_bytes()
+
+    return newest
+
+
 def serve_bundles(
     rt: ValidatorRuntime, state: ValidatorState, host: str, port: int, external_ip: str
 ) -> RunningServer:
@@ -89,9 +104,13 @@ def serve_bundles(
     def latest() -> str | None:
         return state.last_bundle.removesuffix(".json") if state.last_bundle else None
 
-    running = run_in_thread(
-        build_bundle_server(rt.documents, latest, metrics=rt.metrics.registry), host, port
-    )
+    store = rt.resolve_store("local")
+    app = build_bundle_server(
+        rt.documents, latest, metrics=rt.metrics.registry,
+        objects=store if isinstance(store, LocalStore) else None,
+        latest_pointer=_own_pointer(rt.documents, rt.keypair.ss58_address),
+    )  # fmt: skip
+    running = run_in_thread(app, host, port)
     mg = rt.chain.metagraph(rt.config.netuid)
     me = mg.by_hotkey(rt.keypair.ss58_address)
     if (

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from crucible.chain.interface import Chain, Metagraph, Neuron, Signer
 from crucible.client.ranking import LatencyBook
 from crucible.client.transport import CallResult, EventStream, SignedClient, StreamBroken, Target
-from crucible.protocol.errors import CrucibleError
+from crucible.protocol.commitment import ModelCommitment
+from crucible.protocol.errors import CommitmentError, CrucibleError
 from crucible.protocol.messages import (
     GENERATE_PATH,
     GENERATE_STREAM_PATH,
@@ -124,10 +125,12 @@ StreamItem = Started | Delta | Finished
 
 
 def competition_of(commitment: str | None) -> str | None:
-    """The competition (``tiny@1``) a commitment string names, or None."""
-    if not commitment or "@" not in commitment.split(":", 1)[0]:
+    """The model competition (``tiny@1``) a model commitment names; None for anything else (no
+    commitment, a validator's bundle anchor, a collab payload: they serve no answers)."""
+    try:
+        return ModelCommitment.parse(commitment).competition if commitment else None
+    except CommitmentError:
         return None
-    return commitment.split(":", 1)[0]
 
 
 def _judge_answer(neuron: Neuron, result: CallResult[GenerateResponse] | None) -> str:
@@ -191,7 +194,8 @@ class Subnet:
             for n in mg.neurons
             if n.endpoint is not None
             and n.commitment is not None
-            and (competition is None or competition_of(n.commitment.data) == competition)
+            and competition_of(n.commitment.data) is not None
+            and competition in (None, competition_of(n.commitment.data))
         ]
         return sorted(serving, key=lambda n: (-n.incentive, n.uid))
 

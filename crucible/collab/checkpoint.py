@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -47,7 +48,9 @@ __all__ = [
     "latest_pointer",
     "load_checkpoint_dir",
     "publish_pointer",
+    "max_checkpoint_bytes",
     "round_checkpoint",
+    "signed_bundle",
     "store_checkpoint",
     "write_checkpoint_dir",
 ]
@@ -134,6 +137,13 @@ def load_checkpoint_dir(
         {k: tensors[MOMENTUM_PREFIX + k] for k in sorted(expected)} if found != expected else None
     )
     return Checkpoint(params, momentum)
+
+
+def max_checkpoint_bytes(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """The most a checkpoint of these shapes can take: fp32 parameters and momentum, plus the
+    largest header a loader reads (what a fetch from anyone else is capped at)."""
+    values = sum(math.prod(shape) for shape in shapes.values())
+    return 2 * 4 * values + MAX_HEADER_BYTES + 8
 
 
 def checkpoint_id(params, momentum, *, competition: str) -> str:
@@ -238,9 +248,16 @@ def aggregator_hotkeys(spec: CollabSpec, owner_hotkey: str | None) -> set[str]:
 
 
 def _signed_bundle(documents: DocumentStore, bundle_id: str, signer: str) -> dict | None:
+    try:
+        return signed_bundle(documents.get(BUNDLES, bundle_id), bundle_id, signer)
+    except StoreError:
+        return None
+
+
+def signed_bundle(raw: bytes, bundle_id: str, signer: str) -> dict | None:
     """The bundle ``bundle_id`` as JSON, if its content hashes to that id and ``signer`` signed it."""
     try:
-        data = json.loads(documents.get(BUNDLES, bundle_id))
+        data = json.loads(raw)
         signature = data.pop("signature")
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         if (
@@ -249,7 +266,7 @@ def _signed_bundle(documents: DocumentStore, bundle_id: str, signer: str) -> dic
         ):
             return None
         verify_document(signature, "bundle", bundle_id, signer)
-    except (StoreError, AuthError, ValueError, KeyError, TypeError, AttributeError):
+    except (AuthError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     return data
 

@@ -38,6 +38,9 @@ class DocumentStore:
             raise StoreError(f"a document is at most {MAX_DOCUMENT_BYTES} bytes", code="too_large")
         return write_atomic(self._path(kind, digest), raw)
 
+    def has(self, kind: str, digest: str) -> bool:
+        return self._path(kind, digest).is_file()
+
     def get(self, kind: str, digest: str) -> bytes:
         path = self._path(kind, digest)
         try:

@@ -7,7 +7,10 @@ import pytest
 
 from crucible.chain.interface import Endpoint, Neuron
 from crucible.client.ranking import LatencyBook
-from crucible.client.subnet import Delta, Finished, NoAnswer, Started
+from crucible.client.subnet import Delta, Finished, NoAnswer, Started, competition_of
+from crucible.protocol.anchor import anchor_text
+from crucible.protocol.collab import PayloadCommitment
+from crucible.protocol.commitment import ModelCommitment
 from crucible.protocol.messages import SamplingParams
 from tests.client.world import World
 
@@ -87,3 +90,13 @@ def test_ranking_weighs_incentive_by_measured_latency_and_cools_down_failures() 
     assert book.cooling("hk1") and book.order(neurons)[-1].uid == 1
     book.record("hk1", 0.1)
     assert not book.cooling("hk1") and book.order(neurons)[0].uid == 1
+
+
+def test_only_model_commitments_are_asked_for_answers() -> None:
+    """Validators (a bundle anchor) and collab miners (a payload commitment) serve endpoints
+    too, but no answers: the client never picks them."""
+    model = str(ModelCommitment("tiny@1", "local", "ab" * 32, "cd" * 16))
+    anchor = anchor_text("ef" * 32)
+    payload = str(PayloadCommitment("collab@1", 7, "local", "ab" * 32, "cd" * 16))
+    assert competition_of(model) == "tiny@1"
+    assert [competition_of(c) for c in (anchor, payload, "tiny@1:garbage", "", None)] == [None] * 5

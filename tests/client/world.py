@@ -9,6 +9,7 @@ hotkey (a permit: the validator tier), as ``crucible-validator gateway`` does.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ WEIGHTS = {"dead": 40_000, "liar": 30_000, "good": 20_000, "twin": 10_000}
 
 
 def commitment_for(name: str) -> str:
-    return f"tiny@1:local:{name[0] * 64}:{'0123456789abcdef' * 2}"
+    return f"tiny@1:local:{hashlib.sha256(name.encode()).hexdigest()}:{'0123456789abcdef' * 2}"
 
 
 def _free_port() -> int:

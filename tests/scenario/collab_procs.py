@@ -1,6 +1,8 @@
 """A collab subnet of real processes: a node process with manual blocks, one
 ``crucible-validator run`` and ``crucible-miner collab`` processes, each with its own wallet,
-all sharing one local store and one specs folder whose collab round is small enough for a test.
+sharing one specs folder whose collab round is small enough for a test and either one local
+store (``shared_store``: a cluster with one disk) or none (each process its own store; the
+validator serves its checkpoints and pointers, each miner its payloads, as on the real network).
 
 The test process drives the block clock and reads what the processes leave behind: commitments
 on chain, the validator's ``state.json`` and bundles, the miners' output lines.
@@ -116,10 +118,12 @@ class CollabSubnet:
     node: NodeProcess
     chain: LocalChain
     spec: CollabSpec | None = None
+    shared_store: bool = True
     uids: dict[str, int] = field(default_factory=dict)
     keys: dict[str, object] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     stopped: list[Proc] = field(default_factory=list)
+    servers: list[object] = field(default_factory=list)  # the test's own (a rider's endpoint)
 
     @property
     def wallets(self) -> Path:
@@ -128,6 +132,10 @@ class CollabSubnet:
     @property
     def store_dir(self) -> Path:
         return self.tmp / "store"
+
+    def store_of(self, name: str | None) -> Path:
+        """The store ``name`` reads and writes (``store_dir`` when shared)."""
+        return self.store_dir if self.shared_store or name is None else self.tmp / f"{name}-store"
 
     @property
     def specs(self) -> Path:
@@ -164,18 +172,22 @@ class CollabSubnet:
             "BT_WALLET_NAME": name, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
         }  # fmt: skip
 
-    def _common(self) -> list[str]:
-        return ["--store-dir", str(self.store_dir), "--data-dir", str(FIXTURE),
+    def _common(self, name: str | None = None) -> list[str]:
+        return ["--store-dir", str(self.store_of(name)), "--data-dir", str(FIXTURE),
                 "--specs", str(self.specs)]  # fmt: skip
+
+    def _serving(self) -> list[str]:
+        """With no shared store every neuron serves (a free loopback port, put on chain)."""
+        return ["--no-serve"] if self.shared_store else ["--port", "0"]
 
     def start_validator(self, name: str) -> Proc:
         argv = ["crucible.neurons.validator", "run", "--interval", "1", "--tick", "0.5",
-                "--no-serve", "--quiet", "--work-dir", str(self.tmp / name), *self._common()]  # fmt: skip
+                *self._serving(), "--quiet", "--work-dir", str(self.tmp / name), *self._common(name)]  # fmt: skip
         return self._start(name, argv)
 
     def start_miner(self, name: str) -> Proc:
-        argv = ["crucible.neurons.miner", "collab", "--poll", "0.5",
-                "--work-dir", str(self.tmp / name), *self._common()]  # fmt: skip
+        argv = ["crucible.neurons.miner", "collab", "--poll", "0.5", *self._serving(),
+                "--work-dir", str(self.tmp / name), *self._common(name)]  # fmt: skip
         return self._start(name, argv)
 
     def _start(self, name: str, argv: list[str]) -> Proc:
@@ -191,6 +203,8 @@ class CollabSubnet:
         return proc.stop()
 
     def stop_all(self) -> dict[str, int | None]:
+        while self.servers:
+            self.servers.pop().stop()
         return {name: self.stop(name) for name in list(self.procs)}
 
     def state(self, name: str) -> dict:

@@ -2,12 +2,15 @@
 the free rider earns nothing and a dropped miner rejoins.
 
 A node process with manual blocks; one ``crucible-validator run`` (staked, the spec's
-aggregator) and three ``crucible-miner collab`` processes, each with its own wallet and work
-dir, sharing one local store and a specs folder whose round is 10 blocks. The test drives the
-clock round by round: at a window's first block it waits for every live miner's commitment and
-stored payload, commits a free rider's random payload itself, steps to the round's data block
-and waits for the validator to score the round and write its bundle. One miner is stopped with
-SIGTERM after the first round and started again (same wallet, same work dir) two rounds later.
+aggregator) and three ``crucible-miner collab`` processes, each with its own wallet, work dir
+and store: no disk is shared, as on the real network. The validator serves its checkpoints,
+signed pointers and bundles on its endpoint, each miner its payloads on its own; everything
+crosses over HTTP and is checked where it lands. The free rider is the test process: it serves
+its random payloads the same way. The test drives the clock round by round: at a window's first
+block it waits for every live miner's commitment and stored payload, commits the rider's
+payload, steps to the round's data block and waits for the validator to score the round and
+write its bundle. One miner is stopped with SIGTERM after the first round and started again
+(same wallet, same work dir, same store) two rounds later.
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from crucible.collab.assignment import random_windows, windows_batch
 from crucible.collab.checkpoint import CHECKPOINT_FILE, latest_pointer, load_checkpoint_dir
 from crucible.collab.codec import PayloadMeta, compress, encode_payload
 from crucible.collab.measure import mean_loss
-from crucible.collab.payload_store import put_payload
+from crucible.collab.payload_store import PAYLOAD_FILE, put_payload
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
 from crucible.competitions import specs_dir
 from crucible.corpus.dataset import token_stream
 from crucible.corpus.tokenizer import load_tokenizer
 from crucible.miner.collab import commit_payload
-from crucible.protocol.collab import CollabSpec
+from crucible.miner.serving_loop import register_endpoint
+from crucible.protocol.collab import CollabSpec, PayloadCommitment
+from crucible.server.objects import build_object_server
+from crucible.server.runner import run_in_thread
 from crucible.store.documents import DocumentStore
 from crucible.store.local import LocalStore
 from crucible.validator.bundle import Bundle, load_bundle, recompute
@@ -70,7 +76,7 @@ class Played:
 def _free_rider(net: CollabSubnet, spec: CollabSpec, r: int, seed: int) -> None:
     """A random pseudo-gradient on the current checkpoint, stored and committed by the rider."""
     pointer = latest_pointer(
-        DocumentStore(net.store_dir), spec.key, {net.keys[VALIDATOR].ss58_address}
+        DocumentStore(net.store_of(VALIDATOR)), spec.key, {net.keys[VALIDATOR].ss58_address}
     )
     assert pointer is not None and pointer.round_index == r, pointer
     g = torch.Generator().manual_seed(seed)
@@ -79,7 +85,7 @@ def _free_rider(net: CollabSubnet, spec: CollabSpec, r: int, seed: int) -> None:
     hotkey = net.keys[RIDER]
     meta = PayloadMeta(spec.key, r, pointer.checkpoint, hotkey.ss58_address)
     raw = encode_payload(compress(noise, spec.codec), meta)
-    digest = put_payload(LocalStore(net.store_dir), raw)
+    digest = put_payload(LocalStore(net.store_of(RIDER)), raw)  # served by the test process
     committed, result = commit_payload(net.chain, 1, hotkey, spec.key, r, raw)
     result.raise_for_failure()
     assert committed == digest
@@ -113,6 +119,9 @@ def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
     for name in HONEST:
         net.register(name)
     net.register(RIDER, keypair=keypair("collab-procs-rider"))
+    rider = run_in_thread(build_object_server(LocalStore(net.store_of(RIDER)), {PAYLOAD_FILE}))
+    net.servers.append(rider)
+    register_endpoint(net.chain, 1, net.keys[RIDER], "127.0.0.1", rider.port)
     spec = write_specs(net.specs, net.keys[VALIDATOR].ss58_address)
     first_round = 3  # after two epochs (tempo 10): the validator holds a permit
     net.step_to(spec.window(first_round)[0])
@@ -136,7 +145,7 @@ def _play(net: CollabSubnet) -> tuple[CollabSpec, int, list[Bundle], dict, dict]
         for name in live:
             committed[(name, r)] = _await_miner(net, name, r)
         _free_rider(net, spec, r, seed=k)
-        if k == min(AWAY) - 1:  # its payload is in: it drops out before the round is scored
+        if k == min(AWAY) - 1:  # committed, then gone before any validator fetched its payload
             exit_codes[f"{DROPPED} (dropped)"] = net.stop(DROPPED)
         net.step_to(spec.data_block(r))  # the next round's first block, too
         bundles.append(_scored(net, r))
@@ -150,7 +159,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
     node = NodeProcess(tmp / "chain", keypair("owner-coldkey").ss58_address,
                        "--commitment-rate-limit", "1")  # fmt: skip
     chain = node.start()
-    net = CollabSubnet(tmp, node, chain)
+    net = CollabSubnet(tmp, node, chain, shared_store=False)
     try:
         spec, first_round, bundles, committed, exit_codes = _play(net)
         logs = {f"{p.name}#{i}": p.text() for i, p in enumerate(net.stopped)}
@@ -184,7 +193,7 @@ def test_every_round_is_scored_from_the_checkpoint_the_last_round_made(played: P
 def test_honest_miners_lower_the_held_out_loss_round_over_round(
     played: Played, tmp_path: Path
 ) -> None:
-    store = LocalStore(played.net.store_dir)
+    store = LocalStore(played.net.store_of(VALIDATOR))
     records = [played.record(k) for k in range(ROUNDS)]
     checkpoints = [r.base_checkpoint for r in records] + [records[-1].next_checkpoint]
     losses = [
@@ -201,6 +210,10 @@ def test_honest_payloads_score_while_their_miner_is_there(played: Played) -> Non
             if name == DROPPED and k in AWAY:
                 assert r.verdicts.get(uid, "no payload") == "no payload", r.verdicts
                 assert uid not in r.selected
+                continue
+            if name == DROPPED and k == min(AWAY) - 1:  # nobody else holds its payload
+                assert r.verdicts[uid].startswith("rejected: payload unavailable: peer_unreachable")
+                assert uid not in r.selected and r.scores.get(uid, 0.0) == 0.0
                 continue
             assert r.verdicts[uid] == "ok" and r.scores[uid] > 0, (k, name, r.verdicts)
         assert r.selected and set(r.selected) <= {played.uid(n) for n in HONEST}
@@ -226,6 +239,27 @@ def test_a_dropped_miner_rejoins_from_the_current_checkpoint(played: Played) -> 
         assert r.verdicts[uid] == "ok" and uid in r.selected, r.verdicts
     runs = [text for name, text in played.logs.items() if name.startswith(f"{DROPPED}#")]
     assert len(runs) == 2  # one process before the drop, one after
+
+
+def test_no_disk_is_shared_everything_crossed_over_http(played: Played) -> None:
+    net = played.net
+    assert not net.store_dir.exists()
+    validator = LocalStore(net.store_of(VALIDATOR))
+    payloads = {}  # uid → the payload hashes it committed
+    for k in range(ROUNDS):
+        r = played.record(k)
+        for uid, text in r.commitments.items():
+            digest = PayloadCommitment.parse(text).content_hash
+            payloads.setdefault(uid, set()).add(digest)
+            gone = r.verdicts[uid].startswith("rejected: payload unavailable")  # the dropped one
+            assert validator.exists("local", digest) is not gone, (k, uid, r.verdicts[uid])
+    for name in HONEST:
+        mine = LocalStore(net.store_of(name))
+        trained_from = {played.record(k).base_checkpoint for k in range(1, ROUNDS)
+                        if (name, played.record(k).round_index) in played.committed}  # fmt: skip
+        assert trained_from and all(mine.exists("local", c) for c in trained_from), name
+        others = set().union(*(ds for uid, ds in payloads.items() if uid != played.uid(name)))
+        assert not any(mine.exists("local", d) for d in others), name  # only what it made
 
 
 def test_every_bundle_recomputes_bit_for_bit(played: Played) -> None:
