@@ -3,8 +3,9 @@
 No wallet needed. For each validator with a permit (or ``--validator UID``): its latest bundle is
 fetched from its endpoint (or ``--store-dir``, a store it publishes to), its signature and
 on-chain anchor checked, its inputs checked against the chain, its weights recomputed with the
-validator's own code (``--reevaluate``: its losses too, from the models) and compared with the
-weights the chain holds for it. Then the pairwise agreement of the validators' bundles and the
+validator's own code (``--reevaluate``: its losses too, from the models, and its collab rounds
+from the checkpoints and payloads, copied from the validator's endpoint when ``--store-dir`` lacks
+them) and compared with the weights the chain holds for it. Then the pairwise agreement of the validators' bundles and the
 vtrust the exact Yuma epoch predicts from them. Exit status 1 if any validator fails.
 """
 
@@ -65,12 +66,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from crucible.store.documents import DocumentStore
     from crucible.validator.audit import agreement, audit_subnet, predicted_vtrust
     from crucible.validator.bundle_fetch import first_of, http_source, store_source
+    from crucible.validator.collab_verify import reevaluate_bundle_collab
     from crucible.validator.verify import reevaluate
 
     source = first_of(http_source(args.timeout), store_source(DocumentStore(args.store_dir)))
     specs = load_specs(args)
     mg, audits = audit_subnet(chain_from(args), args.netuid, source, specs, args.validator)
     if args.reevaluate:
+        endpoints = {n.uid: n.endpoint.url for n in mg.neurons if n.endpoint is not None}
         for a in audits:
             if a.bundle is not None:
                 diffs = reevaluate(
@@ -81,6 +84,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
                     args.models_dir,
                     store_resolver(args),
                 )
+                # collab rounds: what this store lacks is copied from the validator's endpoint
+                diffs += reevaluate_bundle_collab(
+                    a.bundle, args.specs, args.data_dir, store_resolver(args)("local"),
+                    [endpoints[a.uid]] if a.uid in endpoints else [],
+                )  # fmt: skip
                 a.notes += diffs
                 if diffs and a.ok:
                     a.verdict = "FAILED: losses do not recompute"

@@ -3,9 +3,12 @@
 Three honest miners and a free rider take part in a few rounds of the collab competition with
 the real code: ``miner.collab.CollabMiner`` trains, compresses with error feedback, commits and
 stores; the demo's validator scores each round in ``run_round`` (the model competitions' rounds
-alongside) and, as the round's aggregator, signs the next checkpoint's pointer. A single process
-trains on the very same windows with the same inner optimizer, for comparison. Rounds are demo
-sized (10 inner steps instead of the spec's 30) so the step takes about two minutes.
+alongside) and, as the round's aggregator, signs the next checkpoint's pointer. No disk is
+shared, as between machines: every miner has its own store and serves its payloads on its
+endpoint, the validator copies them from there and serves its checkpoints and pointers on its
+own, which the miners copy. A single process trains on the very same windows with the same
+inner optimizer, for comparison. Rounds are demo sized (10 inner steps instead of the spec's 30)
+so the step takes about two minutes.
 """
 
 from __future__ import annotations
@@ -37,12 +40,28 @@ def _spec(world: DemoWorld):
     })  # fmt: skip
 
 
+def _own_store(world: DemoWorld, name: str):
+    from crucible.store.local import LocalStore
+
+    return LocalStore(world.tmp / "collab" / name / "store")
+
+
+def _serve(world: DemoWorld, name: str) -> str:
+    """``name``'s payload endpoint (its own store), put on chain; its URL."""
+    from crucible.miner.payload_server import serve_payloads
+
+    server = serve_payloads(
+        world.chain, 1, world.keys[name][1], _own_store(world, name), "127.0.0.1", 0
+    )
+    world.servers.append(server)
+    return server.url
+
+
 def _free_ride(world: DemoWorld, spec, r: int, checkpoint: str, shapes) -> None:
     """The free rider's payload: random numbers shaped like a pseudo-gradient."""
     from crucible.collab.codec import PayloadMeta, compress, encode_payload
     from crucible.collab.payload_store import put_payload
     from crucible.miner.collab import commit_payload
-    from crucible.store.local import LocalStore
 
     hotkey = world.keys["freerider"][1]
     g = torch.Generator().manual_seed(r)
@@ -51,7 +70,7 @@ def _free_ride(world: DemoWorld, spec, r: int, checkpoint: str, shapes) -> None:
         compress(noise, spec.codec), PayloadMeta(spec.key, r, checkpoint, hotkey.ss58_address)
     )
     commit_payload(world.chain, 1, hotkey, spec.key, r, raw)[1].raise_for_failure()
-    put_payload(LocalStore(world.store_dir), raw)
+    put_payload(_own_store(world, "freerider"), raw)
 
 
 def _round_windows(spec, miners, r: int, block_hash: str, stream: int) -> np.ndarray:
@@ -74,7 +93,6 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
     from crucible.miner.collab import CollabMiner
     from crucible.miner.collab_train import one_process_curve
     from crucible.store.documents import DocumentStore
-    from crucible.store.local import LocalStore
     from crucible.validator.bundle import load_bundle
     from crucible.validator.collab import CollabRuntime
     from crucible.validator.loop import run_round
@@ -92,14 +110,17 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
         register(world, name)
     rt, state = runtime
     rt.collab["collab"] = CollabRuntime(spec, train, held_split)
-    store, docs = LocalStore(world.store_dir), DocumentStore(world.store_dir)
-    miners = [CollabMiner(world.chain, world.keys[n][1], 1, spec, store, docs, train, world.tmp / "collab" / n)
+    miners = [CollabMiner(world.chain, world.keys[n][1], 1, spec, _own_store(world, n),
+                          DocumentStore(world.tmp / "collab" / n / "store"), train, world.tmp / "collab" / n)
               for n in HONEST]  # fmt: skip
+    urls = [_serve(world, n) for n in (*HONEST, "freerider")]
     first = spec.round_of(world.chain.block()) + 1
     world.chain.step(spec.window(first)[0] - world.chain.block())
     run_round(rt, state)  # checkpoint 0, and its signed pointer for the round now open
     print(f"collab@1: model of {sum(t.numel() for t in genesis_params(spec).values()):,} parameters; rounds of {spec.round_blocks} blocks, "
           f"{spec.inner_steps} inner AdamW steps of {spec.batch_size}×{length} tokens per miner; the validator aggregates")  # fmt: skip
+    print(f"no disk shared: each miner has its own store and serves its payloads ({', '.join(urls)}); "
+          "the validator copies them and serves its checkpoints and signed pointers")  # fmt: skip
     losses, windows, records = [], [], []
     for r in range(first, first + ROUNDS):
         checkpoint, _ = miners[0].current_checkpoint()
@@ -117,6 +138,25 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
     losses.append(mean_loss(build_shared_model(spec, miners[0].checkpoint_params(last)), held, 16))
     single = one_process_curve(spec, train, np.concatenate(windows), miners=len(miners), held=held)
     _show(world, spec, losses, single, records)
+    _show_copies(world, miners, records)
+
+
+def _show_copies(world: DemoWorld, miners, records) -> None:
+    """What crossed between the stores over HTTP (each copy checked against its hash)."""
+    from crucible.protocol.collab import PayloadCommitment
+    from crucible.store.local import LocalStore
+
+    validator = LocalStore(world.store_dir)
+    payloads = [
+        PayloadCommitment.parse(c).content_hash
+        for r, _, _ in records
+        for c in r.commitments.values()
+    ]
+    copied = sum(validator.exists("local", d) for d in payloads)
+    held = [sum(m.store.exists("local", r.base_checkpoint) for r, _, _ in records) for m in miners]
+    print(f"over HTTP: the validator copied {copied} of {len(payloads)} payloads from the miners' endpoints; "
+          f"the miners copied the checkpoints they trained from from the validator's ({'/'.join(map(str, held))} "
+          f"of {len(records)} rounds; checkpoint 0 is built from the seed), each checked against its hash")  # fmt: skip
 
 
 def _show(world: DemoWorld, spec, losses, single, records) -> None:

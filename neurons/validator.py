@@ -162,24 +162,11 @@ def _last_bundle_path(args: argparse.Namespace) -> Path:
 
 def _reevaluate_collab(args: argparse.Namespace, bundle) -> list[str]:
     """Each collab round of the bundle rerun from the store's payloads and checkpoints."""
-    if not bundle.collab:
-        return []
-    from crucible.corpus.dataset import token_stream
-    from crucible.corpus.tokenizer import load_tokenizer
-    from crucible.protocol.collab import load_collab_specs
-    from crucible.validator.collab_verify import reevaluate_collab
+    from crucible.validator.collab_verify import reevaluate_bundle_collab
 
-    specs = {s.key: s for s in load_collab_specs(args.specs).values()}
-    out = []
-    for r in bundle.collab:
-        spec = specs.get(r.competition)
-        if spec is None:
-            out.append(f"{r.competition}: no such collab spec in {args.specs}")
-            continue
-        tok = load_tokenizer(args.specs / spec.model.tokenizer)
-        train, held = (token_stream(args.data_dir, split, tok) for split in ("train", "eval"))
-        out += reevaluate_collab(r, spec, store_resolver(args)("local"), train, held)
-    return out
+    return reevaluate_bundle_collab(
+        bundle, args.specs, args.data_dir, store_resolver(args)("local")
+    )
 
 
 @exits_cleanly

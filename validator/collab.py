@@ -34,7 +34,13 @@ from crucible.collab.checkpoint import (
 from crucible.collab.codec import Compressed, decode_payload, max_payload_bytes
 from crucible.collab.engine import Submission, draw_round_data, score_payloads
 from crucible.collab.payload_store import fetch_payload
-from crucible.collab.peer_sync import PayloadPull, pull_checkpoint, pull_payloads, pull_published
+from crucible.collab.peer_sync import (
+    PayloadPull,
+    payload_limits,
+    pull_checkpoint,
+    pull_payloads,
+    pull_published,
+)
 from crucible.collab.shared_model import (
     build_shared_model,
     genesis_params,
@@ -50,7 +56,7 @@ from crucible.validator.collab_record import CollabRound, MeasuredLosses
 from crucible.validator.runtime import ValidatorRuntime
 from crucible.validator.state import CollabProgress, ValidatorState
 
-__all__ = ["CollabRuntime", "aggregators", "closed_round", "score_collab"]
+__all__ = ["CollabRuntime", "aggregators", "closed_round", "prefetch_open_round", "score_collab"]
 
 log = logging.getLogger(__name__)
 HISTORY = 64
@@ -67,6 +73,7 @@ class CollabRuntime:
     checkpoint_id: str | None = None
     checkpoint: Checkpoint | None = None
     model: torch.nn.Module | None = None
+    prefetched: tuple[int, set[str]] = (-1, set())  # (open round, payload hashes tried in it)
 
 
 def closed_round(spec: CollabSpec, block: int) -> int:
@@ -249,8 +256,33 @@ def _pull(
         PayloadPull(n.uid, n.endpoint.url if n.endpoint else None, c.content_hash)
         for n, sub, c in found if c.store_ref == "local" and _refused(cr.spec, sub, c, r) is None
     ]  # fmt: skip
-    cap = max_payload_bytes(param_shapes(cr.checkpoint.params), cr.spec.codec)
-    return pull_payloads(store, pulls, cap)
+    shapes = param_shapes(cr.checkpoint.params if cr.checkpoint else genesis_params(cr.spec))
+    cap = max_payload_bytes(shapes, cr.spec.codec)
+    return pull_payloads(store, pulls, cap, payload_limits(cap))
+
+
+def _found(cr: CollabRuntime, mg: Metagraph, r: int):
+    """(neuron, submission, commitment) of every uid committed to round ``r``."""
+    out = []
+    for neuron in mg.neurons:
+        c = _commitment(neuron, cr.spec.key, r)
+        if c is not None:
+            sub = Submission(neuron.uid, neuron.hotkey, neuron.commitment.block, c.content_hash)
+            out.append((neuron, sub, c))
+    return out
+
+
+def prefetch_open_round(rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph) -> None:
+    """Copy the open round's payloads as soon as they are committed, each hash tried once: a
+    miner that commits and then goes away still counts, and one that serves nothing costs
+    one try now and one when the round is scored."""
+    r = cr.spec.round_of(mg.block)
+    if cr.prefetched[0] != r:
+        cr.prefetched = (r, set())
+    tried = cr.prefetched[1]
+    fresh = [(n, sub, c) for n, sub, c in _found(cr, mg, r) if c.content_hash not in tried]
+    tried.update(c.content_hash for _, _, c in fresh)
+    _pull(rt, cr, fresh, r)  # the reasons are asked for again when the round is scored
 
 
 def _collect(
@@ -259,14 +291,8 @@ def _collect(
     """(submissions, held, raw commitments) for round ``r``, each uid on its own."""
     subs: dict[int, Submission] = {}
     held: dict[int, str] = {}
-    raws: dict[int, str] = {}
-    found = []
-    for neuron in mg.neurons:
-        c = _commitment(neuron, cr.spec.key, r)
-        if c is not None:
-            raws[neuron.uid] = neuron.commitment.data
-            sub = Submission(neuron.uid, neuron.hotkey, neuron.commitment.block, c.content_hash)
-            found.append((neuron, sub, c))
+    found = _found(cr, mg, r)
+    raws = {neuron.uid: neuron.commitment.data for neuron, _, _ in found}
     unavailable = _pull(rt, cr, found, r)
     with tempfile.TemporaryDirectory(prefix="crucible-payloads-") as tmp:
         for neuron, sub, c in found:
@@ -315,6 +341,7 @@ def score_collab(
     spec = cr.spec
     progress = state.collab.get(spec.id) or _start(rt, cr, mg)
     state.collab[spec.id] = progress
+    prefetch_open_round(rt, cr, mg)
     r = closed_round(spec, mg.block)
     if r < progress.checkpoint_round or (
         progress.last_scored is not None and r <= progress.last_scored

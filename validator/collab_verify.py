@@ -7,6 +7,10 @@ the hashes its commitment names, redraws the scoring data from the recorded bloc
 ``crucible.collab.engine.score_payloads`` and compares every measured loss and overlap bit for
 bit; then it aggregates the recorded contributors with ``aggregate_round`` and checks the digest
 of the result against the bundle's and against the next checkpoint held in the store.
+
+With ``sources`` (the endpoints of the validator that signed the bundle: ``crucible audit``
+from another machine) the checkpoints and payloads this store lacks are copied from there
+first, each kept only if it hashes to the id the bundle names.
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ from pathlib import Path
 
 from crucible.chain.interface import Chain
 from crucible.collab.aggregate import aggregate_round, tensors_digest
-from crucible.collab.checkpoint import CHECKPOINT_FILE, load_checkpoint_dir
+from crucible.collab.checkpoint import CHECKPOINT_FILE, load_checkpoint_dir, max_checkpoint_bytes
 from crucible.collab.codec import decode_payload, decompress, max_payload_bytes
 from crucible.collab.engine import Submission, draw_round_data, score_payloads
-from crucible.collab.payload_store import fetch_payload
+from crucible.collab.payload_store import PAYLOAD_FILE, fetch_payload
+from crucible.collab.peer_sync import pull_from_any
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
 from crucible.protocol.collab import CollabSpec, PayloadCommitment
 from crucible.protocol.errors import ChainError, CrucibleError
 from crucible.store.base import ModelStore
+from crucible.store.local import LocalStore
 from crucible.validator.collab_record import CollabRound, MeasuredLosses
 
-__all__ = ["check_collab_inputs", "reevaluate_collab"]
+__all__ = ["check_collab_inputs", "reevaluate_bundle_collab", "reevaluate_collab"]
 
 
 def check_collab_inputs(rounds: list[CollabRound], chain: Chain) -> list[str]:
@@ -71,13 +77,45 @@ def _submissions(
     return subs
 
 
+def _copy_inputs(
+    r: CollabRound, spec: CollabSpec, store: LocalStore, sources: list[str]
+) -> list[str]:
+    """Copy the round's checkpoints and measured payloads this store lacks from ``sources``;
+    why any could not be had."""
+    shapes = param_shapes(genesis_params(spec))
+    wanted = [
+        (c, CHECKPOINT_FILE, max_checkpoint_bytes(shapes))
+        for c in (r.base_checkpoint, r.next_checkpoint)
+    ]
+    cap = max_payload_bytes(shapes, spec.codec)
+    wanted += [
+        (PayloadCommitment.parse(r.commitments[u]).content_hash, PAYLOAD_FILE, cap)
+        for u in sorted(r.measured)
+    ]
+    missing = []
+    for digest, name, max_bytes in wanted:
+        tried = pull_from_any(store, sources, digest, name, max_bytes)
+        if tried:
+            missing.append(f"{name} {digest[:12]}…: {tried[-1]}")
+    return missing
+
+
 def reevaluate_collab(
-    r: CollabRound, spec: CollabSpec, store: ModelStore, train_tokens, eval_tokens
+    r: CollabRound,
+    spec: CollabSpec,
+    store: ModelStore,
+    train_tokens,
+    eval_tokens,
+    sources: list[str] | None = None,
 ) -> list[str]:
     """Differences between the bundle's collab round and its recomputation here (empty: none)."""
     where = f"{r.competition} round {r.round_index}"
     if spec.key != r.competition or spec.spec_hash != r.spec_hash:
         return [f"{where}: spec not available with hash {r.spec_hash[:12]}"]
+    if sources and isinstance(store, LocalStore):
+        missing = _copy_inputs(r, spec, store, sources)
+        if missing:
+            return [f"{where}: inputs unavailable: {m}" for m in missing]
     with tempfile.TemporaryDirectory(prefix="crucible-verify-collab-") as tmp:
         try:
             base = _checkpoint(store, r.base_checkpoint, spec, Path(tmp))
@@ -129,4 +167,27 @@ def reevaluate_collab(
         out.append(
             f"{where}: the stored next checkpoint {r.next_checkpoint[:12]}… is not the aggregate"
         )
+    return out
+
+
+def reevaluate_bundle_collab(
+    bundle, specs_dir: Path, data_dir: Path, store: ModelStore, sources: list[str] | None = None
+) -> list[str]:
+    """Every collab round of ``bundle`` rerun here (``reevaluate_collab``); the differences."""
+    if not bundle.collab:
+        return []
+    from crucible.corpus.dataset import token_stream
+    from crucible.corpus.tokenizer import load_tokenizer
+    from crucible.protocol.collab import load_collab_specs
+
+    specs = {s.key: s for s in load_collab_specs(specs_dir).values()}
+    out = []
+    for r in bundle.collab:
+        spec = specs.get(r.competition)
+        if spec is None:
+            out.append(f"{r.competition}: no such collab spec in {specs_dir}")
+            continue
+        tok = load_tokenizer(specs_dir / spec.model.tokenizer)
+        train, held = (token_stream(data_dir, split, tok) for split in ("train", "eval"))
+        out += reevaluate_collab(r, spec, store, train, held, sources)
     return out

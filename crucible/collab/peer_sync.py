@@ -41,11 +41,19 @@ from crucible.store.documents import BUNDLES, MAX_DOCUMENT_BYTES, DocumentStore
 from crucible.store.local import LocalStore
 from crucible.store.peer import BUNDLES_PATH, POINTERS_PATH, PeerLimits, http_get, pull_object
 
-__all__ = ["PayloadPull", "pull_checkpoint", "pull_payloads", "pull_published"]
+__all__ = [
+    "PayloadPull",
+    "payload_limits",
+    "pull_checkpoint",
+    "pull_from_any",
+    "pull_payloads",
+    "pull_published",
+]
 
 log = logging.getLogger(__name__)
 MAX_POINTER_BYTES = 64 * 1024
-PULL_WORKERS = 8  # payloads fetched side by side: one slow miner holds one worker, not the round
+PULL_WORKERS = 16  # payloads fetched side by side: one slow miner holds one worker, not the round
+MIN_PEER_BYTES_PER_S = 1_000_000  # a payload's deadline: 5 s plus its cap at this rate
 
 
 def _aggregators(spec: CollabSpec, mg: Metagraph, skip: str | None) -> list[Neuron]:
@@ -98,6 +106,28 @@ def _pull_anchored_bundle(
     return []
 
 
+def pull_from_any(
+    store: LocalStore,
+    endpoint_urls: list[str],
+    digest: str,
+    file_name: str,
+    max_bytes: int,
+    limits: PeerLimits = PeerLimits(),
+) -> list[str]:
+    """Copy object ``digest`` into ``store`` from the first endpoint that serves it; [] when it
+    is held (already, or now), else why each endpoint failed."""
+    if store.exists(store.ref, digest):
+        return []
+    tried: list[str] = []
+    for url in endpoint_urls:
+        try:
+            pull_object(url, digest, file_name, store, max_bytes=max_bytes, limits=limits)
+            return []
+        except StoreError as exc:
+            tried.append(f"{url}: {exc.code}: {exc.message}"[:200])
+    return tried
+
+
 def pull_checkpoint(
     spec: CollabSpec,
     mg: Metagraph,
@@ -111,21 +141,21 @@ def pull_checkpoint(
     """Make sure ``store`` holds checkpoint ``checkpoint``: from the first serving aggregator
     that has it. Nothing to do when it is there or no aggregator serves an endpoint (the store
     is shared, or there is nobody to ask); ``ModelUnavailable`` when every one failed."""
-    if store.exists(store.ref, checkpoint):
-        return
-    tried: list[str] = []
-    for neuron in _aggregators(spec, mg, skip):
-        try:
-            pull_object(neuron.endpoint.url, checkpoint, CHECKPOINT_FILE, store,
-                        max_bytes=max_checkpoint_bytes(shapes), limits=limits)  # fmt: skip
-            return
-        except StoreError as exc:
-            tried.append(f"uid {neuron.uid}: {exc.code}: {exc.message}"[:200])
+    urls = [n.endpoint.url for n in _aggregators(spec, mg, skip)]
+    tried = pull_from_any(
+        store, urls, checkpoint, CHECKPOINT_FILE, max_checkpoint_bytes(shapes), limits
+    )
     if tried:
         raise ModelUnavailable(
             f"checkpoint {checkpoint[:16]}… is on none of the aggregators' endpoints: "
             + "; ".join(tried)
         )
+
+
+def payload_limits(max_bytes: int) -> PeerLimits:
+    """How long a miner may take to serve a payload of at most ``max_bytes``: an honest one
+    answers a 32 KB payload in milliseconds; a silent or trickling one holds a worker ≈ 10 s."""
+    return PeerLimits(timeout_s=5.0, deadline_s=5.0 + max_bytes / MIN_PEER_BYTES_PER_S)
 
 
 @dataclass(frozen=True)
