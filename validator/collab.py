@@ -36,6 +36,7 @@ from crucible.collab.engine import Submission, draw_round_data, score_payloads
 from crucible.collab.payload_store import fetch_payload
 from crucible.collab.peer_sync import (
     PayloadPull,
+    aggregator_endpoints,
     payload_limits,
     pull_checkpoint,
     pull_payloads,
@@ -73,7 +74,8 @@ class CollabRuntime:
     checkpoint_id: str | None = None
     checkpoint: Checkpoint | None = None
     model: torch.nn.Module | None = None
-    prefetched: tuple[int, set[str]] = (-1, set())  # (open round, payload hashes tried in it)
+    # (the open round, the payload hashes already tried in it)
+    prefetched: tuple[int, set[str]] = field(default_factory=lambda: (-1, set()))
 
 
 def closed_round(spec: CollabSpec, block: int) -> int:
@@ -244,11 +246,12 @@ def _refused(spec: CollabSpec, sub: Submission, c: PayloadCommitment, r: int) ->
 def _pull(
     rt: ValidatorRuntime,
     cr: CollabRuntime,
+    mg: Metagraph,
     found: list[tuple[Neuron, Submission, PayloadCommitment]],
     r: int,
 ) -> dict[int, str]:
     """Copy the round's acceptable payloads this validator's store lacks from their miners'
-    endpoints; uid → why one could not be had."""
+    endpoints (or the aggregators' copies); uid → why one could not be had."""
     store = rt.resolve_store("local")
     if not isinstance(store, LocalStore):
         return {}
@@ -258,7 +261,8 @@ def _pull(
     ]  # fmt: skip
     shapes = param_shapes(cr.checkpoint.params if cr.checkpoint else genesis_params(cr.spec))
     cap = max_payload_bytes(shapes, cr.spec.codec)
-    return pull_payloads(store, pulls, cap, payload_limits(cap))
+    others = aggregator_endpoints(cr.spec, mg, skip=rt.keypair.ss58_address)
+    return pull_payloads(store, pulls, cap, payload_limits(cap), others)
 
 
 def _found(cr: CollabRuntime, mg: Metagraph, r: int):
@@ -282,7 +286,7 @@ def prefetch_open_round(rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph) 
     tried = cr.prefetched[1]
     fresh = [(n, sub, c) for n, sub, c in _found(cr, mg, r) if c.content_hash not in tried]
     tried.update(c.content_hash for _, _, c in fresh)
-    _pull(rt, cr, fresh, r)  # the reasons are asked for again when the round is scored
+    _pull(rt, cr, mg, fresh, r)  # the reasons are asked for again when the round is scored
 
 
 def _collect(
@@ -293,7 +297,7 @@ def _collect(
     held: dict[int, str] = {}
     found = _found(cr, mg, r)
     raws = {neuron.uid: neuron.commitment.data for neuron, _, _ in found}
-    unavailable = _pull(rt, cr, found, r)
+    unavailable = _pull(rt, cr, mg, found, r)
     with tempfile.TemporaryDirectory(prefix="crucible-payloads-") as tmp:
         for neuron, sub, c in found:
             try:

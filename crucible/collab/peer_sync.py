@@ -43,6 +43,7 @@ from crucible.store.peer import BUNDLES_PATH, POINTERS_PATH, PeerLimits, http_ge
 
 __all__ = [
     "PayloadPull",
+    "aggregator_endpoints",
     "payload_limits",
     "pull_checkpoint",
     "pull_from_any",
@@ -60,6 +61,10 @@ def _aggregators(spec: CollabSpec, mg: Metagraph, skip: str | None) -> list[Neur
     """The spec's aggregators that serve an endpoint, by uid (not ``skip``: the caller itself)."""
     hotkeys = aggregator_hotkeys(spec, mg.owner_hotkey) - {skip}
     return [n for n in mg.neurons if n.hotkey in hotkeys and n.endpoint is not None]
+
+
+def aggregator_endpoints(spec: CollabSpec, mg: Metagraph, skip: str | None = None) -> list[str]:
+    return [n.endpoint.url for n in _aggregators(spec, mg, skip)]
 
 
 def pull_published(
@@ -141,7 +146,7 @@ def pull_checkpoint(
     """Make sure ``store`` holds checkpoint ``checkpoint``: from the first serving aggregator
     that has it. Nothing to do when it is there or no aggregator serves an endpoint (the store
     is shared, or there is nobody to ask); ``ModelUnavailable`` when every one failed."""
-    urls = [n.endpoint.url for n in _aggregators(spec, mg, skip)]
+    urls = aggregator_endpoints(spec, mg, skip)
     tried = pull_from_any(
         store, urls, checkpoint, CHECKPOINT_FILE, max_checkpoint_bytes(shapes), limits
     )
@@ -166,10 +171,15 @@ class PayloadPull:
 
 
 def pull_payloads(
-    store: LocalStore, pulls: list[PayloadPull], max_bytes: int, limits: PeerLimits = PeerLimits()
+    store: LocalStore,
+    pulls: list[PayloadPull],
+    max_bytes: int,
+    limits: PeerLimits = PeerLimits(),
+    fallback_urls: list[str] | None = None,
 ) -> dict[int, str]:
-    """Copy each committed payload ``store`` lacks from its miner's endpoint, side by side; uid
-    → why its payload could not be had (the miner's doing: a missing endpoint, an error, a
+    """Copy each committed payload ``store`` lacks from its miner's endpoint, side by side, or
+    failing that from one of ``fallback_urls`` (the aggregators', which serve what they copied);
+    uid → why its payload could not be had (the miner's doing: a missing endpoint, an error, a
     wrong hash, too many bytes, too slow)."""
 
     def one(pull: PayloadPull) -> tuple[int, str | None]:
@@ -187,8 +197,17 @@ def pull_payloads(
             return pull.uid, f"validator_error: copying it: {type(exc).__name__}"
         return pull.uid, None
 
+    def with_fallback(pull: PayloadPull) -> tuple[int, str | None]:
+        uid, why = one(pull)
+        if why is not None and fallback_urls:
+            if not pull_from_any(
+                store, fallback_urls, pull.content_hash, PAYLOAD_FILE, max_bytes, limits
+            ):
+                return uid, None
+        return uid, why
+
     if not pulls:
         return {}
     with ThreadPoolExecutor(max_workers=min(PULL_WORKERS, len(pulls))) as pool:
-        results = list(pool.map(one, pulls))
+        results = list(pool.map(with_fallback, pulls))
     return {uid: why for uid, why in results if why is not None}

@@ -205,3 +205,16 @@ def test_each_miners_payload_is_copied_or_refused_on_its_own(tmp_path: Path) -> 
     assert why[4].startswith("peer_slow") and why[5].startswith("not_found")
     assert not mine.exists("local", lie)
     assert took < FAST.deadline_s + FAST.timeout_s + 1.0  # the slow one held one worker, alone
+
+
+def test_a_payload_its_miner_does_not_serve_is_copied_from_the_aggregators_copy(
+    aggregator: Aggregator, tmp_path: Path
+) -> None:
+    kept = put_payload(aggregator.store, b"a payload the aggregator copied in time")
+    forged = put_payload(aggregator.store, b"what the aggregator was given")
+    (aggregator.store.objects / forged / "payload.safetensors").write_bytes(b"tampered")
+    mine = LocalStore(tmp_path / "validator")
+    pulls = [PayloadPull(1, None, kept), PayloadPull(2, None, forged)]
+    why = pull_payloads(mine, pulls, 1 << 20, FAST, fallback_urls=[aggregator.server.url])
+    assert mine.exists("local", kept) and not mine.exists("local", forged)
+    assert set(why) == {2} and why[2].startswith("not_found")  # the miner's own failure, kept
