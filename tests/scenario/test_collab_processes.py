@@ -1,9 +1,9 @@
 """Collab training with real processes: honest miners lower the held-out loss round over round,
 the free rider earns nothing and a dropped miner rejoins.
 
-A node process with manual blocks; one ``crucible-validator run`` (staked, the spec's
-aggregator) and three ``crucible-miner collab`` processes, each with its own wallet, work dir
-and store: no disk is shared, as on the real network. The validator serves its checkpoints,
+A node process with manual blocks; two ``crucible-validator run`` (staked; the first is the
+spec's aggregator) and three ``crucible-miner collab`` processes, each with its own wallet, work
+dir and store: no disk is shared, as on the real network. The validator serves its checkpoints,
 signed pointers and bundles on its endpoint, each miner its payloads on its own; everything
 crosses over HTTP and is checked where it lands. The free rider is the test process: it serves
 its random payloads the same way. The test drives the clock round by round: at a window's first
@@ -56,6 +56,7 @@ AWAY = (1,)  # the rounds (0-based) it misses
 ROUNDS = 4
 RIDER = "zed"  # the free rider: random payloads, committed by the test process itself
 VALIDATOR = "val"
+SECOND = "vee"  # a second validator, not an aggregator, on a machine of its own
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Played:
     spec: CollabSpec
     first_round: int
     bundles: list[Bundle]  # one per round, in order
+    second: list[Bundle]  # the second validator's, one per round
     committed: dict[tuple[str, int], str]  # (miner, round) → its "round r: …" output line
     exit_codes: dict[str, int | None]  # every process stopped with SIGTERM
     logs: dict[str, str]
@@ -113,22 +115,23 @@ def _await_copied(net: CollabSubnet, name: str) -> None:
     wait_for(f"the validator to copy {name}'s payload", lambda: validator.exists("local", digest))
 
 
-def _scored(net: CollabSubnet, r: int) -> Bundle:
-    """Wait for the validator to score round ``r``; the bundle that round wrote."""
-    validator = net.procs[VALIDATOR]
+def _scored(net: CollabSubnet, r: int, who: str = VALIDATOR) -> Bundle:
+    """Wait for validator ``who`` to score round ``r``; the bundle that round wrote."""
+    validator = net.procs[who]
 
     def scored() -> bool:
         if not validator.alive():
-            raise AssertionError(f"the validator exited: {validator.text()[-3000:]}")
-        return net.collab_progress(VALIDATOR).get("last_scored") == r
+            raise AssertionError(f"{who} exited: {validator.text()[-3000:]}")
+        return net.collab_progress(who).get("last_scored") == r
 
-    wait_for(f"the validator to score round {r}", scored)
-    name = net.state(VALIDATOR)["last_bundle"]
-    return load_bundle(net.tmp / VALIDATOR / "bundles" / name)
+    wait_for(f"{who} to score round {r}", scored)
+    name = net.state(who)["last_bundle"]
+    return load_bundle(net.tmp / who / "bundles" / name)
 
 
 def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
     net.register(VALIDATOR, stake_tao=1000)
+    net.register(SECOND, stake_tao=500)
     for name in HONEST:
         net.register(name)
     net.register(RIDER, keypair=keypair("collab-procs-rider"))
@@ -139,6 +142,7 @@ def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
     first_round = 3  # after two epochs (tempo 10): the validator holds a permit
     net.step_to(spec.window(first_round)[0])
     net.start_validator(VALIDATOR)
+    net.start_validator(SECOND)
     for name in HONEST:
         net.start_miner(name)
     for proc in list(net.procs.values()):
@@ -148,7 +152,7 @@ def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
 
 def _play(net: CollabSubnet) -> tuple[CollabSpec, int, list[Bundle], dict, dict]:
     spec, first_round = _setup(net)
-    bundles, committed, exit_codes = [], {}, {}
+    bundles, second, committed, exit_codes = [], [], {}, {}
     for k in range(ROUNDS):
         r = first_round + k
         assert net.chain.block() == spec.window(r)[0]
@@ -163,9 +167,10 @@ def _play(net: CollabSubnet) -> tuple[CollabSpec, int, list[Bundle], dict, dict]
             exit_codes[f"{DROPPED} (dropped)"] = net.stop(DROPPED)
         net.step_to(spec.data_block(r))  # the next round's first block, too
         bundles.append(_scored(net, r))
+        second.append(_scored(net, r, SECOND))
     audit = _audit(net)  # while the validator still serves its endpoint
     exit_codes.update(net.stop_all())
-    return spec, first_round, bundles, committed, exit_codes, audit
+    return spec, first_round, bundles, second, committed, exit_codes, audit
 
 
 def _audit(net: CollabSubnet) -> dict:
@@ -188,9 +193,9 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
     chain = node.start()
     net = CollabSubnet(tmp, node, chain, shared_store=False)
     try:
-        spec, first_round, bundles, committed, exit_codes, audit = _play(net)
+        spec, first_round, bundles, second, committed, exit_codes, audit = _play(net)
         logs = {f"{p.name}#{i}": p.text() for i, p in enumerate(net.stopped)}
-        yield Played(net, spec, first_round, bundles, committed, exit_codes, logs, audit)
+        yield Played(net, spec, first_round, bundles, second, committed, exit_codes, logs, audit)
     finally:
         net.stop_all()  # whatever is still running after a failure
         chain.close()
@@ -294,6 +299,27 @@ def test_a_stranger_recomputes_the_last_round_from_the_validators_endpoint(playe
     assert auditor.exists("local", last.next_checkpoint)
     for uid in last.measured:  # every measured payload, copied from the validator, not a miner
         assert auditor.exists("local", PayloadCommitment.parse(last.commitments[uid]).content_hash)
+
+
+def test_a_second_validator_with_its_own_store_computes_the_same_rounds(played: Played) -> None:
+    """Deterministic aggregation across machines: the second validator copied the same payloads
+    (from the miners, or the aggregator's copy of the one whose miner had gone) and made the
+    same checkpoints, verdicts and weights, and never disagreed with the aggregator's pointer."""
+    for k in range(ROUNDS):
+        (mine,) = played.second[k].collab
+        theirs = played.record(k)
+        assert mine.round_index == theirs.round_index
+        assert mine.base_checkpoint == theirs.base_checkpoint
+        assert mine.next_checkpoint == theirs.next_checkpoint
+        # the aggregator's pointer, when it was out before this validator scored: the same id
+        assert mine.aggregator_checkpoint in (None, theirs.next_checkpoint)
+        assert mine.verdicts == theirs.verdicts and mine.weights == theirs.weights
+        assert mine.pointer_id is None  # only the aggregator signs pointers
+    (log,) = [text for name, text in played.logs.items() if name.startswith(f"{SECOND}#")]
+    assert "collab_checkpoint_mismatch" not in log and "collab_round_scored" in log
+    assert not LocalStore(played.net.store_of(SECOND)).objects.samefile(
+        LocalStore(played.net.store_of(VALIDATOR)).objects
+    )
 
 
 def test_every_bundle_recomputes_bit_for_bit(played: Played) -> None:
