@@ -105,11 +105,14 @@ class CollabMiner:
         bundle anchored on chain names, or a newer one its signed pointer names (the anchor may
         wait for the commitment rate limit)."""
         mg = self.chain.metagraph(self.netuid)
-        for note in pull_published(self.spec, mg, self.documents):
-            log_event(log, "collab_peer_unavailable", level=logging.WARNING, note=note)
         aggregators = aggregator_hotkeys(self.spec, mg.owner_hotkey)
-        anchored = anchored_checkpoint(mg, self.documents, self.spec.key, aggregators)
         pointer = latest_pointer(self.documents, self.spec.key, aggregators)
+        if pointer is None or pointer.round_index < self.spec.round_of(mg.block):
+            # ask the aggregators' endpoints only while the open round's pointer is missing
+            for note in pull_published(self.spec, mg, self.documents):
+                log_event(log, "collab_peer_unavailable", level=logging.WARNING, note=note)
+            pointer = latest_pointer(self.documents, self.spec.key, aggregators)
+        anchored = anchored_checkpoint(mg, self.documents, self.spec.key, aggregators)
         if pointer is not None and (anchored is None or pointer.round_index > anchored[1]):
             return pointer.checkpoint, pointer.round_index
         return anchored if anchored is not None else (self._genesis_id, None)
@@ -242,20 +245,27 @@ def follow(miner: CollabMiner, rounds: int | None = None, *, poll_s: float = 2.0
     """Take part in every round from now on (``rounds`` of them, or until ``stop`` is set):
     wait for the aggregator's checkpoint of the round (at most half the window, then train from
     the newest there is), train, submit; yields each round's report. A chain or store that is
-    briefly unreachable is waited for; a round that cannot be trained (its checkpoint is
-    unavailable or corrupt) is skipped with its reason. Under torchrun rank 0 decides the
-    round and every rank trains its share of each batch."""
+    briefly unreachable is waited for, and a round whose checkpoint cannot be had for now
+    (an aggregator out of reach, or busy) is tried again while its window is open; a round
+    that cannot be trained (its checkpoint is corrupt) is skipped with its reason. Under
+    torchrun rank 0 decides the round and every rank trains its share of each batch."""
     done, last = 0, None
     while rounds is None or done < rounds:
         decision = _decide(miner, last, poll_s, stop)
         if decision is None:
             return
-        last, checkpoint = decision
+        previous, (last, checkpoint) = last, decision
         try:
             report = miner.run_round(last, checkpoint)
         except CrucibleError as exc:
             if miner.cluster is not None and miner.cluster.distributed:
                 raise  # every rank must stop together: torchrun tears the group down
+            if exc.transient:
+                log_event(log, "collab_round_retry", level=logging.WARNING, round=last,
+                          code=exc.code, message=exc.message[:300])  # fmt: skip
+                last = previous  # the same round again, if its window is still open
+                time.sleep(poll_s)
+                continue
             log_event(log, "collab_round_skipped", level=logging.WARNING, round=last,
                       code=exc.code, message=exc.message[:300])  # fmt: skip
             report = RoundReport(last, f"skipped: {exc.code}: {exc.message}"[:300])

@@ -53,6 +53,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 HONEST = ("ann", "bob", "cid")
 DROPPED = "cid"  # stopped after the first round, started again before the third
 AWAY = (1,)  # the rounds (0-based) it misses
+JOINER, JOINS = "dee", 2  # a new miner with an empty store and work dir, from this round on
 ROUNDS = 4
 RIDER = "zed"  # the free rider: random payloads, committed by the test process itself
 VALIDATOR = "val"
@@ -132,7 +133,7 @@ def _scored(net: CollabSubnet, r: int, who: str = VALIDATOR) -> Bundle:
 def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
     net.register(VALIDATOR, stake_tao=1000)
     net.register(SECOND, stake_tao=500)
-    for name in HONEST:
+    for name in (*HONEST, JOINER):
         net.register(name)
     net.register(RIDER, keypair=keypair("collab-procs-rider"))
     rider = run_in_thread(build_object_server(LocalStore(net.store_of(RIDER)), {PAYLOAD_FILE}))
@@ -158,7 +159,9 @@ def _play(net: CollabSubnet) -> tuple[CollabSpec, int, list[Bundle], dict, dict]
         assert net.chain.block() == spec.window(r)[0]
         if k == max(AWAY) + 1:  # back before this round: same wallet, same work dir
             net.start_miner(DROPPED).wait_line(r"^ready: ")
-        live = [n for n in HONEST if not (n == DROPPED and k in AWAY)]
+        if k == JOINS:
+            net.start_miner(JOINER).wait_line(r"^ready: ")
+        live = [n for n in HONEST if not (n == DROPPED and k in AWAY)] + [JOINER] * (k >= JOINS)
         for name in live:
             committed[(name, r)] = _await_miner(net, name, r)
         _free_rider(net, spec, r, seed=k)
@@ -244,7 +247,7 @@ def test_honest_payloads_score_while_their_miner_is_there(played: Played) -> Non
                 assert uid not in r.selected
                 continue
             assert r.verdicts[uid] == "ok" and r.scores[uid] > 0, (k, name, r.verdicts)
-        assert r.selected and set(r.selected) <= {played.uid(n) for n in HONEST}
+        assert r.selected and set(r.selected) <= {played.uid(n) for n in (*HONEST, JOINER)}
 
 
 def test_the_free_rider_earns_nothing(played: Played) -> None:
@@ -320,6 +323,25 @@ def test_a_second_validator_with_its_own_store_computes_the_same_rounds(played: 
     assert not LocalStore(played.net.store_of(SECOND)).objects.samefile(
         LocalStore(played.net.store_of(VALIDATOR)).objects
     )
+
+
+def test_a_new_miner_joins_mid_run_from_the_published_checkpoint(played: Played) -> None:
+    """Its store starts empty: the pointer, the anchored bundle and the checkpoint come from the
+    aggregator's endpoint, and its first payload is trained from the round's base and counted."""
+    uid = played.uid(JOINER)
+    for k in range(ROUNDS):
+        r = played.record(k)
+        if k < JOINS:
+            assert uid not in r.verdicts
+            continue
+        line = played.committed[(JOINER, r.round_index)]
+        assert f"from {r.base_checkpoint[:12]}" in line, line
+        assert uid in r.measured  # fetched, decoded and from the round's checkpoint: not stale
+        assert LocalStore(played.net.store_of(JOINER)).exists("local", r.base_checkpoint)
+        if k == JOINS:  # its first Δ carries no residual yet: weaker than the others' may be
+            assert r.verdicts[uid] == "ok" or r.verdicts[uid].startswith("below the noise floor")
+        else:
+            assert r.verdicts[uid] == "ok" and uid in r.selected, r.verdicts
 
 
 def test_every_bundle_recomputes_bit_for_bit(played: Played) -> None:
