@@ -81,16 +81,7 @@ def build_bundle_server(
     if objects is not None:
         add_object_routes(app, objects, SERVED_OBJECT_FILES)
     if latest_pointer is not None:
-
-        @app.get(POINTERS_PATH + "/{competition}")
-        def pointer(competition: str) -> Response:
-            if not _COMPETITION.match(competition):
-                return _error(400, "bad_ref", "a competition is id@version, as in collab@1")
-            raw = latest_pointer(competition)
-            if raw is None:
-                return _error(404, "no_pointer", f"this validator signed no {competition} pointer")
-            return Response(content=raw, media_type="application/json")
-
+        _add_pointer_route(app, latest_pointer)
     if metrics is not None:
 
         @app.get("/metrics")
@@ -106,3 +97,14 @@ def build_bundle_server(
         return _error(404, "not_found", "no such route")
 
     return app
+
+
+def _add_pointer_route(app: FastAPI, latest_pointer: Callable[[str], bytes | None]) -> None:
+    @app.get(POINTERS_PATH + "/{competition}")
+    def pointer(competition: str) -> Response:
+        if not _COMPETITION.match(competition):
+            return _error(400, "bad_ref", "a competition is id@version, as in collab@1")
+        raw = latest_pointer(competition)
+        if raw is None:
+            return _error(404, "no_pointer", f"this validator signed no {competition} pointer")
+        return Response(content=raw, media_type="application/json")

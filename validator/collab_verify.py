@@ -100,6 +100,22 @@ def _copy_inputs(
     return missing
 
 
+def _inputs(r: CollabRound, spec: CollabSpec, store: ModelStore, sources: list[str] | None):
+    """(base checkpoint, submissions, next checkpoint) from ``store`` (copied from ``sources``
+    first where it lacks them), or why they are unavailable."""
+    if sources and isinstance(store, LocalStore):
+        missing = _copy_inputs(r, spec, store, sources)
+        if missing:
+            return missing
+    with tempfile.TemporaryDirectory(prefix="crucible-verify-collab-") as tmp:
+        try:
+            base = _checkpoint(store, r.base_checkpoint, spec, Path(tmp))
+            subs = _submissions(r, spec, store, param_shapes(base.params), Path(tmp))
+            return base, subs, _checkpoint(store, r.next_checkpoint, spec, Path(tmp))
+        except CrucibleError as exc:
+            return [exc.message]
+
+
 def reevaluate_collab(
     r: CollabRound,
     spec: CollabSpec,
@@ -112,29 +128,15 @@ def reevaluate_collab(
     where = f"{r.competition} round {r.round_index}"
     if spec.key != r.competition or spec.spec_hash != r.spec_hash:
         return [f"{where}: spec not available with hash {r.spec_hash[:12]}"]
-    if sources and isinstance(store, LocalStore):
-        missing = _copy_inputs(r, spec, store, sources)
-        if missing:
-            return [f"{where}: inputs unavailable: {m}" for m in missing]
-    with tempfile.TemporaryDirectory(prefix="crucible-verify-collab-") as tmp:
-        try:
-            base = _checkpoint(store, r.base_checkpoint, spec, Path(tmp))
-            shapes = param_shapes(base.params)
-            subs = _submissions(r, spec, store, shapes, Path(tmp))
-            following = _checkpoint(store, r.next_checkpoint, spec, Path(tmp))
-        except CrucibleError as exc:
-            return [f"{where}: inputs unavailable: {exc.message}"]
+    inputs = _inputs(r, spec, store, sources)
+    if isinstance(inputs, list):
+        return [f"{where}: inputs unavailable: {m}" for m in inputs]
+    base, subs, following = inputs
+    shapes = param_shapes(base.params)
     model = build_shared_model(spec, base.params)
     accepted = {u: s.hotkey for u, s in subs.items() if s.compressed is not None}
-    data = draw_round_data(
-        spec,
-        train_tokens,
-        eval_tokens,
-        accepted,
-        r.round_index,
-        r.assign_block_hash,
-        r.data_block_hash,
-    )
+    data = draw_round_data(spec, train_tokens, eval_tokens, accepted, r.round_index,
+                           r.assign_block_hash, r.data_block_hash)  # fmt: skip
     result = score_payloads(
         spec, model, base.params, base.momentum, subs, data, {}, r.ratings_before, r.held
     )

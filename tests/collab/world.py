@@ -121,3 +121,15 @@ def commit_payload(world: CollabWorld, name: str, r: int, raw: bytes, *, store: 
     if store:
         assert put_payload(world.store, raw) == digest
     return digest
+
+
+# The proof of own data is a statistical test, and on the 33k-token fixture corpus an honest
+# miner's statistic is sometimes near the lowered threshold (see ``small_spec``); a chain's
+# genesis (and so every assignment and scoring draw) is random per run. Tests about honest
+# miners allow this one false negative once per run, never a rejection or any other verdict.
+PROOF_FAILED = "proof of own data failed"
+
+
+def honest_verdicts_hold(verdicts: list[str]) -> bool:
+    """Every honest verdict of a run is "ok", but for at most one statistical proof failure."""
+    return all(v in ("ok", PROOF_FAILED) for v in verdicts) and verdicts.count(PROOF_FAILED) <= 1
