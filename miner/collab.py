@@ -122,8 +122,8 @@ class CollabMiner:
         shape checked against the spec's model; checkpoint 0 is built from the seed)."""
         if checkpoint == self._genesis_id:
             return self._genesis
-        if isinstance(self.store, LocalStore):
-            mg = self.chain.metagraph(self.netuid)
+        if isinstance(self.store, LocalStore) and not self.store.exists("local", checkpoint):
+            mg = self.chain.metagraph(self.netuid)  # only to find the aggregators' endpoints
             pull_checkpoint(self.spec, mg, self.store, checkpoint, self._shapes)
         folder = self.store.get("local", checkpoint, self.work_dir / "checkpoints" / f"rank{self._rank}", max_bytes=1 << 34,
                                 allowed_files={CHECKPOINT_FILE})  # fmt: skip

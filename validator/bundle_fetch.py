@@ -8,14 +8,13 @@ answers None (the audit says "no bundle"), never an exception.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 from crucible.chain.interface import Neuron
 from crucible.protocol.errors import StoreError
 from crucible.store.documents import MAX_DOCUMENT_BYTES, DocumentStore
-from crucible.validator.bundle_server import BUNDLES_PATH, KIND
+from crucible.store.peer import BUNDLES_PATH, PeerLimits, http_get
+from crucible.validator.bundle_server import KIND
 
 __all__ = ["first_of", "http_source", "store_source"]
 
@@ -28,11 +27,9 @@ def http_source(timeout_s: float = 10.0) -> Source:
             return None
         url = f"{neuron.endpoint.url}{BUNDLES_PATH}/{ref}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (http only)
-                raw = response.read(MAX_DOCUMENT_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError):
+            return http_get(url, MAX_DOCUMENT_BYTES, PeerLimits(timeout_s=timeout_s))
+        except StoreError:
             return None
-        return raw if len(raw) <= MAX_DOCUMENT_BYTES else None
 
     return fetch
 

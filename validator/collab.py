@@ -286,7 +286,8 @@ def prefetch_open_round(rt: ValidatorRuntime, cr: CollabRuntime, mg: Metagraph) 
     tried = cr.prefetched[1]
     fresh = [(n, sub, c) for n, sub, c in _found(cr, mg, r) if c.content_hash not in tried]
     tried.update(c.content_hash for _, _, c in fresh)
-    _pull(rt, cr, mg, fresh, r)  # the reasons are asked for again when the round is scored
+    if fresh:
+        _pull(rt, cr, mg, fresh, r)  # the reasons are asked for again when the round is scored
 
 
 def _collect(

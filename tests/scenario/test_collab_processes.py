@@ -30,16 +30,14 @@ from crucible.collab.assignment import random_windows, windows_batch
 from crucible.collab.checkpoint import CHECKPOINT_FILE, latest_pointer, load_checkpoint_dir
 from crucible.collab.codec import PayloadMeta, compress, encode_payload
 from crucible.collab.measure import mean_loss
-from crucible.collab.payload_store import PAYLOAD_FILE, put_payload
+from crucible.collab.payload_store import put_payload
 from crucible.collab.shared_model import build_shared_model, genesis_params, param_shapes
 from crucible.competitions import specs_dir
 from crucible.corpus.dataset import token_stream
 from crucible.corpus.tokenizer import load_tokenizer
 from crucible.miner.collab import commit_payload
-from crucible.miner.serving_loop import register_endpoint
+from crucible.miner.payload_server import serve_payloads
 from crucible.protocol.collab import CollabSpec, PayloadCommitment
-from crucible.server.objects import build_object_server
-from crucible.server.runner import run_in_thread
 from crucible.store.documents import DocumentStore
 from crucible.store.local import LocalStore
 from crucible.validator.bundle import Bundle, load_bundle, recompute
@@ -137,9 +135,8 @@ def _setup(net: CollabSubnet) -> tuple[CollabSpec, int]:
     for name in (*HONEST, JOINER):
         net.register(name)
     net.register(RIDER, keypair=keypair("collab-procs-rider"))
-    rider = run_in_thread(build_object_server(LocalStore(net.store_of(RIDER)), {PAYLOAD_FILE}))
-    net.servers.append(rider)
-    register_endpoint(net.chain, 1, net.keys[RIDER], "127.0.0.1", rider.port)
+    rider = LocalStore(net.store_of(RIDER))  # served exactly as a collab miner serves its own
+    net.servers.append(serve_payloads(net.chain, 1, net.keys[RIDER], rider, "127.0.0.1", 0))
     spec = write_specs(net.specs, net.keys[VALIDATOR].ss58_address)
     first_round = 3  # after two epochs (tempo 10): the validator holds a permit
     net.step_to(spec.window(first_round)[0])
