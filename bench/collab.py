@@ -27,6 +27,7 @@ that much again, so the ratio is a lower bound).
     python bench/collab.py                    # R = 8 rounds on data/ (crucible data fetch)
     python bench/collab.py --quick            # 2 rounds, H = 4, few windows: a smoke run
     python bench/collab.py --gap-only --rounds 16   # only the loss curves, a longer horizon
+    python bench/collab.py --collab-only --rounds 32 --override '{"scoring": {"eval_windows": 16}}'
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def dense(
     return curve
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -234,16 +235,24 @@ def main() -> None:
         "--gap-only", action="store_true",
         help="only the loss curves: collab (kept and fresh AdamW), dense and one process (long horizons)",
     )  # fmt: skip
-    args = parser.parse_args()
+    parser.add_argument(
+        "--collab-only", action="store_true",
+        help="only the collaborative run: its loss curve, the honest miners' pay and uncounted payloads",
+    )  # fmt: skip
+    parser.add_argument(
+        "--override", type=json.loads, default={}, metavar="JSON",
+        help='spec fields to change, e.g. \'{"outer_lr": 1.5, "scoring": {"eval_windows": 16}}\'',
+    )  # fmt: skip
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     from crucible.corpus.dataset import token_stream
     from crucible.corpus.tokenizer import load_tokenizer
 
-    spec = load_collab_specs(specs_dir())["collab"]
-    rounds = args.rounds
-    if args.quick:  # every run and every figure, at sizes that only show the code works
-        scoring = spec.scoring.model_copy(update={"eval_windows": 4, "proof_windows": 8})
-        spec = spec.model_copy(update={"inner_steps": 4, "batch_size": 2, "scoring": scoring})
-        rounds = 2
+    spec = bench_spec(args.quick, args.override)
+    rounds = 2 if args.quick else args.rounds
     torch.set_num_threads(1)
     data = (
         args.data_dir
@@ -265,6 +274,11 @@ def main() -> None:
         print(json.dumps(report_riders(*_adversity(spec, tokens, eval_tokens, rounds, held))))
         return
     collab = simulate(spec, tokens, eval_tokens, four(), rounds, held=held)
+    if args.collab_only:
+        curve = [round(x, 4) for x in collab.held_out]
+        print(f"collab held-out loss per round: {' '.join(f'{x:.4f}' for x in curve)}")
+        print(json.dumps({"rounds": rounds, "collab_curve": curve, **report_pay(collab)}))
+        return
     fresh = simulate(spec, tokens, eval_tokens, four(), rounds, keep_moments=False, held=held)
     curves = {
         "collab": collab.held_out,
@@ -274,12 +288,25 @@ def main() -> None:
         "single_process": baseline(spec, tokens, four(), rounds, held),
     }
     if args.gap_only:
-        print(json.dumps(report_gap(curves)))
+        print(json.dumps(report_gap(curves) | report_pay(collab)))
         return
     no_ef = simulate(spec, tokens, eval_tokens, four(), rounds, feedback=False, held=held)
     report(
         spec, rounds, collab, curves, no_ef, *_adversity(spec, tokens, eval_tokens, rounds, held)
     )
+
+
+def bench_spec(quick: bool, override: dict) -> CollabSpec:
+    """The shipped collab spec with ``override``'s fields changed (``codec`` and ``scoring`` field
+    by field), validated as the spec file is; ``quick``: sizes that only show the code works."""
+    spec = load_collab_specs(specs_dir())["collab"]
+    if quick:
+        override = {"inner_steps": 4, "batch_size": 2, **override,
+                    "scoring": {"eval_windows": 4, "proof_windows": 8, **override.get("scoring", {})}}  # fmt: skip
+    fields = spec.model_dump()
+    for key, value in override.items():
+        fields[key] = fields[key] | value if key in ("codec", "scoring", "model") else value
+    return CollabSpec.model_validate(fields)
 
 
 def _adversity(spec, tokens, eval_tokens, rounds: int, held):
@@ -347,6 +374,7 @@ def report(spec, rounds, collab: History, curves, no_ef, riders, dropout) -> Non
     print()
     figures = {
         "parameters": parameters, "inner_steps": spec.inner_steps, **report_gap(curves),
+        **report_pay(collab),
         "no_ef_final_loss": round(no_ef.held_out[-1], 5),
         "payload_bytes": payload, "delta_fp32_bytes": dense, "delta_compression": round(dense / payload, 1),
         "vs_data_parallel": round(dp_bytes / payload, 1), "honest_overlap_max": round(collab.honest_overlap, 4),
@@ -354,6 +382,28 @@ def report(spec, rounds, collab: History, curves, no_ef, riders, dropout) -> Non
         "collab_seconds": round(collab.seconds, 1),
     }  # fmt: skip
     print(json.dumps(figures))
+
+
+def report_pay(collab: History) -> dict:
+    """What four equally honest miners were paid over the run (each one's weight summed over
+    the rounds, as a share of the total) and how many of their payloads were not counted."""
+    names = sorted({n for w in collab.weights for n in w} | {n for v in collab.verdicts for n in v})
+    total = sum(sum(w.values()) for w in collab.weights) or 1.0
+    shares = {n: sum(w.get(n, 0.0) for w in collab.weights) / total for n in names}
+    uncounted = sum(1 for v in collab.verdicts for verdict in v.values() if verdict != "ok")
+    sent = sum(len(v) for v in collab.verdicts)
+    spread = min(shares.values()) / max(shares.values()) if shares else 0.0
+    print(
+        f"honest pay over {len(collab.weights)} rounds: "
+        + ", ".join(f"{n} {s:.1%}" for n, s in shares.items())
+        + f" (least / most {spread:.2f}); honest payloads not counted: {uncounted} of {sent}"
+    )
+    return {
+        "honest_pay_shares": {n: round(s, 4) for n, s in shares.items()},
+        "honest_pay_least_over_most": round(spread, 3),
+        "honest_payloads_not_counted": uncounted,
+        "honest_payloads_sent": sent,
+    }
 
 
 def report_riders(riders, dropout) -> dict:

@@ -48,4 +48,5 @@ def test_the_page_states_the_shipped_spec() -> None:
     )
     assert f"`overlap_threshold` ({spec.scoring.overlap_threshold})" in DOC
     assert f"reward share ({spec.reward_share})" in DOC
+    assert f"`eval_windows`\n   ({spec.scoring.eval_windows}) held-out windows" in DOC
     assert spec.codec.topk == 64 and spec.codec.chunk == 64 and "1.56 %" in DOC
