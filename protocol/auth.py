@@ -45,6 +45,7 @@ import bittensor_core
 from bittensor import http_auth
 from bittensor.signing import Signer
 
+from crucible.protocol.digits import ascii_decimal
 from crucible.protocol.errors import AuthError
 
 __all__ = [
@@ -158,9 +159,7 @@ def request_nonce(headers: Mapping[str, str]) -> int:
     """
     for key, value in headers.items():
         if key.lower() == "x-bittensor-nonce":
-            if 0 < len(value) <= 20 and value.isdigit():
-                return int(value)
-            return 0
+            return ascii_decimal(value, max_digits=20) or 0
     return 0
 
 

@@ -64,6 +64,7 @@ from crucible.client.openai_api import (
 )
 from crucible.client.subnet import Delta, Finished, NoAnswer, Started, StreamItem, Subnet
 from crucible.client.transport import StreamBroken
+from crucible.protocol.digits import ascii_decimal
 from crucible.protocol.errors import ConfigError, CrucibleError
 from crucible.protocol.messages import MAX_NEW_TOKENS
 from crucible.server.errors import RateLimited
@@ -143,8 +144,8 @@ def _error(error: ApiError) -> JSONResponse:
 async def _read_body(request: Request) -> bytes:
     """The body, refused (``body_too_large``) past ``MAX_BODY_BYTES`` without reading it all."""
     too_large = ApiError(413, f"body over {MAX_BODY_BYTES} bytes", code="body_too_large")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    declared = ascii_decimal(request.headers.get("content-length"))
+    if declared is not None and declared > MAX_BODY_BYTES:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -71,6 +71,7 @@ from crucible.protocol.auth import (
     sign_response,
     verify_request,
 )
+from crucible.protocol.digits import ascii_decimal
 from crucible.protocol.errors import ConfigError, CrucibleError, RequestError
 from crucible.protocol.messages import ErrorDetail, ErrorResponse, parse_message
 from crucible.server.errors import HandlerTimeout, status_for
@@ -288,9 +289,10 @@ class NeuronServer:
     async def _read_body(self, request: Request, limit: int) -> bytes:
         raw_length = request.headers.get("content-length")
         if raw_length is not None:
-            if not (raw_length.isdigit() and len(raw_length) <= 18):
+            declared = ascii_decimal(raw_length)
+            if declared is None:
                 raise RequestError("Content-Length is not a decimal integer", code="malformed")
-            if int(raw_length) > limit:
+            if declared > limit:
                 raise RequestError(
                     f"body of {raw_length} bytes exceeds this route's {limit}-byte limit",
                     code="body_too_large",

@@ -41,6 +41,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+from crucible.protocol.digits import ascii_decimal
 from crucible.protocol.errors import StoreError
 from crucible.store.base import DEFAULT_MAX_BYTES, StoredModel, check_file_name, check_model_dir
 from crucible.store.hashing import content_hash
@@ -270,13 +271,9 @@ class HuggingFaceStore:
             target.open("wb") as out,
         ):
             hf_raise_for_status(response)
-            length = response.headers.get("Content-Length", "")
-            if (
-                length.isdigit()
-                and int(length) > size
-                and "Content-Encoding" not in response.headers
-            ):
-                raise _oversized(name, size, f"announces {int(length)}")
+            length = ascii_decimal(response.headers.get("Content-Length"))
+            if length is not None and length > size and "Content-Encoding" not in response.headers:
+                raise _oversized(name, size, f"announces {length}")
             for chunk in response.iter_bytes(chunk_size=_CHUNK):
                 received += len(chunk)
                 if received > size:  # stop reading: the rest is never downloaded

@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from crucible.protocol.digits import ascii_decimal
 from crucible.protocol.errors import StoreError
 from crucible.store.base import check_file_name
 from crucible.store.hashing import content_hash
@@ -63,9 +64,9 @@ def http_get(url: str, max_bytes: int, limits: PeerLimits = PeerLimits()) -> byt
     request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
     try:
         with urllib.request.urlopen(request, timeout=limits.timeout_s) as response:  # noqa: S310
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise _too_large(url, max_bytes, f"declares {int(declared)}")
+            declared = ascii_decimal(response.headers.get("Content-Length"))
+            if declared is not None and declared > max_bytes:
+                raise _too_large(url, max_bytes, f"declares {declared}")
             return _read_bounded(response, url, max_bytes, started + limits.deadline_s)
     except urllib.error.HTTPError as exc:
         code = "not_found" if exc.code == 404 else "peer_refused"

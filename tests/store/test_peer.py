@@ -193,3 +193,13 @@ def test_garbage_errors_and_closed_ports_are_store_errors() -> None:
     with pytest.raises(StoreError, match="unreachable") as err:
         http_get(f"http://127.0.0.1:{port}/x", max_bytes=100, limits=FAST)
     assert err.value.code == "peer_unreachable"
+
+
+def test_a_length_in_other_digits_than_ascii_is_no_length() -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: a peer's header must not crash a reader."""
+
+    def superscript(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\nhello")
+
+    with _raw_server(superscript) as url:
+        assert http_get(url + "/x", max_bytes=100, limits=FAST) == b"hello"

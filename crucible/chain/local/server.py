@@ -41,6 +41,7 @@ from crucible.chain.local.extrinsic import (
 from crucible.chain.local.node import LocalNode
 from crucible.observe.logs import log_event
 from crucible.observe.metrics import CONTENT_TYPE, HttpMetrics, render
+from crucible.protocol.digits import ascii_decimal
 from crucible.protocol.errors import ChainError, ExtrinsicRejected
 
 __all__ = ["BlockClock", "create_app", "extrinsic_result_to_json", "metagraph_to_json"]
@@ -263,12 +264,9 @@ def create_app(node: LocalNode, *, manual_blocks: bool) -> FastAPI:
 
     @app.post("/extrinsic")
     async def extrinsic(request: Request) -> JSONResponse:
-        declared = request.headers.get("content-length")
-        if declared is not None and (  # isascii: "²".isdigit() is true, int("²") is not
-            not (declared.isascii() and declared.isdigit())
-            or len(declared) > 12
-            or int(declared) > MAX_EXTRINSIC_BYTES
-        ):
+        raw = request.headers.get("content-length")
+        declared = ascii_decimal(raw, max_digits=12)
+        if raw is not None and (declared is None or declared > MAX_EXTRINSIC_BYTES):
             return _error(413, "too_large", f"an extrinsic is at most {MAX_EXTRINSIC_BYTES} bytes")
         body = bytearray()
         async for chunk in request.stream():
