@@ -117,7 +117,7 @@ def collab_step(world: DemoWorld, runtime, corpus: Path) -> None:
     first = spec.round_of(world.chain.block()) + 1
     world.chain.step(spec.window(first)[0] - world.chain.block())
     run_round(rt, state)  # checkpoint 0, and its signed pointer for the round now open
-    print(f"collab@1: model of {sum(t.numel() for t in genesis_params(spec).values()):,} parameters; rounds of {spec.round_blocks} blocks, "
+    print(f"{spec.key}: model of {sum(t.numel() for t in genesis_params(spec).values()):,} parameters; rounds of {spec.round_blocks} blocks, "
           f"{spec.inner_steps} inner AdamW steps of {spec.batch_size}×{length} tokens per miner; the validator aggregates")  # fmt: skip
     print(f"no disk shared: each miner has its own store and serves its payloads ({', '.join(urls)}); "
           "the validator copies them and serves its checkpoints and signed pointers")  # fmt: skip

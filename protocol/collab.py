@@ -7,7 +7,7 @@ payload's hash before the window closes; validators score each payload on data d
 deadline and aggregate the best into checkpoint ``r + 1``. Every number that decides a payment is
 here, in a spec whose hash goes into the score bundles.
 
-The commitment, ``collab@1:<round>:<store-ref>:<payload content hash>:<secure hash>`` (≤ 128
+The commitment, ``collab@2:<round>:<store-ref>:<payload content hash>:<secure hash>`` (≤ 128
 bytes with ``local``), names the round it is for and binds the payload to the committing hotkey
 exactly as a model commitment does (``protocol.commitment.secure_hash``).
 """

@@ -103,7 +103,7 @@ def _add_pointer_route(app: FastAPI, latest_pointer: Callable[[str], bytes | Non
     @app.get(POINTERS_PATH + "/{competition}")
     def pointer(competition: str) -> Response:
         if not _COMPETITION.match(competition):
-            return _error(400, "bad_ref", "a competition is id@version, as in collab@1")
+            return _error(400, "bad_ref", "a competition is id@version, as in collab@2")
         raw = latest_pointer(competition)
         if raw is None:
             return _error(404, "no_pointer", f"this validator signed no {competition} pointer")

@@ -29,7 +29,7 @@ class MeasuredLosses(_Model):
 
 
 class CollabRound(_Model):
-    competition: str  # "collab@1"
+    competition: str  # "collab@2"
     spec_hash: str
     round_index: int
     window: tuple[int, int]  # first block, deadline

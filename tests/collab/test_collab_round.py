@@ -237,7 +237,7 @@ def test_explain_walks_a_collab_uid_from_its_measured_losses_to_its_weight(playe
     r = bundle.collab[0]
     ann, zed = played.world.uids["ann"], played.world.uids["zed"]
     text = explain(ann, bundle).to_text()
-    assert f"collab@1 round {r.round_index}: ok" in text and "(aggregated)" in text
+    assert f"{played.world.spec.key} round {r.round_index}: ok" in text and "(aggregated)" in text
     assert (
         f"held-out {r.measured[ann].held_out_before:.4f} → {r.measured[ann].held_out_after:.4f}"
         in text
