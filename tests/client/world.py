@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def build_world(tmp: Path) -> World:
     world = World(node, validator)
     tok = load_tokenizer(specs_dir() / "tokenizers" / "crucible-bpe-8k-v1.json")
     model = tiny_model(vocab_size=8192, sequence_length=CONTEXT, seed=5)
+    caches = []
     for name in WEIGHTS:
         world.uids[name], world.hotkeys[name] = _register(node, name)
         hotkey = world.hotkeys[name]
@@ -110,6 +112,7 @@ def build_world(tmp: Path) -> World:
             port = _free_port()  # registered and announced, but nothing listens there
         else:
             server = build_miner_server(hotkey, node, 1, ModelSlot(served), metagraph_refresh_s=0.5)
+            caches.append(server.metagraph)
             world.servers[name] = run_in_thread(server.app)
             port = world.servers[name].port
         node.submit(ServeEndpoint(netuid=1, ip="127.0.0.1", port=port), hotkey).raise_for_failure()
@@ -123,4 +126,15 @@ def build_world(tmp: Path) -> World:
     assert mg.by_hotkey(validator.ss58_address).validator_permit
     incentive = [mg.neurons[world.uids[n]].incentive for n in WEIGHTS]
     assert incentive == sorted(incentive, reverse=True) and incentive[-1] > 0, incentive
+    _await_permit_seen(caches, validator.ss58_address)
     return world
+
+
+def _await_permit_seen(caches: list, hotkey: str, timeout_s: float = 20.0) -> None:
+    """Until every miner's metagraph cache (refreshed in the background) shows ``hotkey``'s
+    permit: before that a miner gives the gateway a stranger's allowance, and a test's burst of
+    requests was refused as rate-limited on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while not all((n := c.lookup(hotkey)) is not None and n.validator_permit for c in caches):
+        assert time.monotonic() < deadline, "a miner never saw the validator's permit"
+        time.sleep(0.05)
