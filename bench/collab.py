@@ -305,7 +305,10 @@ def bench_spec(quick: bool, override: dict) -> CollabSpec:
                     "scoring": {"eval_windows": 4, "proof_windows": 8, **override.get("scoring", {})}}  # fmt: skip
     fields = spec.model_dump()
     for key, value in override.items():
-        fields[key] = fields[key] | value if key in ("codec", "scoring", "model") else value
+        nested = key in ("codec", "scoring", "model")
+        if nested and not isinstance(value, dict):
+            raise ValueError(f"--override: {key!r} takes an object of its fields, not {value!r}")
+        fields[key] = fields[key] | value if nested else value
     return CollabSpec.model_validate(fields)
 
 
@@ -392,7 +395,8 @@ def report_pay(collab: History) -> dict:
     shares = {n: sum(w.get(n, 0.0) for w in collab.weights) / total for n in names}
     uncounted = sum(1 for v in collab.verdicts for verdict in v.values() if verdict != "ok")
     sent = sum(len(v) for v in collab.verdicts)
-    spread = min(shares.values()) / max(shares.values()) if shares else 0.0
+    most = max(shares.values(), default=0.0)
+    spread = min(shares.values()) / most if most > 0 else 0.0
     print(
         f"honest pay over {len(collab.weights)} rounds: "
         + ", ".join(f"{n} {s:.1%}" for n, s in shares.items())

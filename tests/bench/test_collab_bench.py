@@ -61,3 +61,7 @@ def test_a_bench_override_is_validated_like_the_spec_file() -> None:
     assert (spec.outer_lr, spec.scoring.eval_windows, spec.scoring.gain_z) == (1.5, 16, 2.0)
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         bench_spec(False, {"scoring": {"eval_windows": 0}})
+    with pytest.raises(ValueError, match="extra_forbidden|Extra inputs"):
+        bench_spec(False, {"outer_lrr": 1.0})  # a misspelt field is refused, not ignored
+    with pytest.raises(ValueError, match="takes an object of its fields"):
+        bench_spec(False, {"scoring": 5})
