@@ -23,6 +23,9 @@ from crucible.chain.local.server import BlockClock
 from crucible.protocol.errors import ChainError
 from tests.chain.nodeproc import NodeProcess
 from tests.conftest import TAO, keypair
+from tests.waiting import wait_for
+
+CLOCK_WAIT = {"timeout_s": 20.0, "poll_s": 0.05}
 
 POISON = 10**20
 
@@ -41,16 +44,6 @@ def _poke_min_burn(db_path: Path, value: int) -> None:
         db.close()
 
 
-def _wait(predicate, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout_s} s"
-        time.sleep(0.05)
-
-
 def test_a_failing_block_is_logged_rolled_back_and_retried_by_the_clock(
     node, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -63,7 +56,9 @@ def test_a_failing_block_is_logged_rolled_back_and_retried_by_the_clock(
     with caplog.at_level(logging.ERROR, logger="crucible.chain.local.node"):
         clock.start()
         try:
-            health = _wait(lambda: (h := node.health()).failed_blocks >= 3 and h, what="failures")
+            health = wait_for(
+                "failures", lambda: (h := node.health()).failed_blocks >= 3 and h, **CLOCK_WAIT
+            )
             assert not health.ok and health.block == head
             assert "OverflowError" in health.last_error
             # the last good state is kept whole: head, hash, burn, balances
@@ -72,7 +67,7 @@ def test_a_failing_block_is_logged_rolled_back_and_retried_by_the_clock(
             # the node still takes extrinsics while its clock is failing
             assert node.submit(DevFaucet(amount_rao=TAO), coldkey).ok
             _poke_min_burn(node.data_dir / "chain.sqlite", 500_000)
-            _wait(lambda: node.block() >= head + 2, what="recovery")
+            wait_for("recovery", lambda: node.block() >= head + 2, **CLOCK_WAIT)
             health = node.health()
             assert health.ok and health.failed_blocks == 0 and health.total_failed_blocks >= 3
             assert "OverflowError" in health.last_error  # kept for the record
@@ -111,12 +106,14 @@ def test_a_node_process_reports_failing_blocks_on_health_and_keeps_answering(
     try:
         coldkey = keypair("health-coldkey")
         chain.submit(DevFaucet(amount_rao=7 * TAO), coldkey).raise_for_failure()
-        _wait(lambda: chain.block() >= 3, what="first blocks")
+        wait_for("first blocks", lambda: chain.block() >= 3, **CLOCK_WAIT)
         status, health = _get(proc.port, "/health")
         assert status == 200 and health["ok"] and health["failed_blocks"] == 0
         _poke_min_burn(proc.data_dir / "chain.sqlite", POISON)
-        health = _wait(
-            lambda: (h := chain.health())["failed_blocks"] >= 3 and h, what="reported failures"
+        health = wait_for(
+            "reported failures",
+            lambda: (h := chain.health())["failed_blocks"] >= 3 and h,
+            **CLOCK_WAIT,
         )
         assert health["ok"] is False and "OverflowError" in health["last_error"]
         head = health["block"]
@@ -125,7 +122,7 @@ def test_a_node_process_reports_failing_blocks_on_health_and_keeps_answering(
         assert chain.balance(coldkey.ss58_address) == 7 * TAO
         assert chain.metagraph(1).block == head and chain.nonce(coldkey.ss58_address) == 1
         _poke_min_burn(proc.data_dir / "chain.sqlite", 500_000)
-        _wait(lambda: chain.block() > head + 2, what="blocks after the repair")
+        wait_for("blocks after the repair", lambda: chain.block() > head + 2, **CLOCK_WAIT)
         assert chain.health()["ok"] and proc.proc.poll() is None
     finally:
         proc.stop()

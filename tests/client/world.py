@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from crucible.miner.serve import ModelSlot, ServedModel, build_miner_server
 from crucible.models.build import tiny_model
 from crucible.server import RunningServer, run_in_thread
 from tests.conftest import TAO, TEST_HYPERPARAMETERS, keypair
+from tests.waiting import wait_for
 
 API_KEY = "sk-test-0123456789abcdef"
 CONTEXT = 64
@@ -134,7 +134,5 @@ def _await_permit_seen(caches: list, hotkey: str, timeout_s: float = 20.0) -> No
     """Until every miner's metagraph cache (refreshed in the background) shows ``hotkey``'s
     permit: before that a miner gives the gateway a stranger's allowance, and a test's burst of
     requests was refused as rate-limited on a loaded machine."""
-    deadline = time.monotonic() + timeout_s
-    while not all((n := c.lookup(hotkey)) is not None and n.validator_permit for c in caches):
-        assert time.monotonic() < deadline, "a miner never saw the validator's permit"
-        time.sleep(0.05)
+    seen = lambda: all((n := c.lookup(hotkey)) is not None and n.validator_permit for c in caches)  # noqa: E731
+    wait_for("every miner to see the validator's permit", seen, timeout_s, poll_s=0.05)

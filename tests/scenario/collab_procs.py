@@ -17,8 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +26,10 @@ from crucible.competitions import specs_dir
 from crucible.protocol.collab import CollabSpec, PayloadCommitment, load_collab_specs
 from tests.chain.nodeproc import NodeProcess
 from tests.conftest import TAO
+from tests.waiting import WAIT_S, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "corpus"
-WAIT_S = 120.0  # every wait fails after this long instead of hanging the suite
 
 # the shipped spec, shrunk: a 10-block round of 6 inner steps on 2 windows each
 SMALL_ROUND = {"round_blocks": "10", "inner_steps": "6", "batch_size": "4",
@@ -51,17 +49,6 @@ def write_specs(folder: Path, aggregator: str) -> CollabSpec:
     spec = load_collab_specs(folder)["collab"]
     assert (spec.round_blocks, spec.inner_steps, spec.scoring.aggregators) == (10, 6, (aggregator,))
     return spec
-
-
-def wait_for(what: str, check: Callable[[], object], timeout_s: float = WAIT_S) -> object:
-    """``check()``'s first truthy value, polled; an ``AssertionError`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {what}"
-        time.sleep(0.2)
 
 
 @dataclass

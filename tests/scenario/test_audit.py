@@ -16,7 +16,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,9 @@ from crucible.validator.audit import audit_validator
 from crucible.validator.bundle import Bundle, rescored
 from tests.chain.nodeproc import NodeProcess, free_port
 from tests.conftest import TAO
+from tests.waiting import wait_for
+
+SLOW = {"timeout_s": 180.0, "poll_s": 0.3}  # validator ticks and reveal epochs take a while
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "corpus"
@@ -143,13 +145,6 @@ def _state(s: Subnet, name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _wait(what: str, check, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def _copy_weights(s: Subnet) -> tuple:
     """The copier commits val-b's on-chain row as its own; it reveals it an epoch later."""
     row = s.chain.metagraph(1).weights.get(s.uids["val-b"], {})
@@ -171,24 +166,29 @@ def _all(s: Subnet, check) -> bool:
 @pytest.fixture(scope="module")
 def two_epochs(subnet: Subnet):
     s = subnet
-    _wait("both validators to commit", lambda: _all(s, lambda st: st.get("pending_reveal")))
+    wait_for(
+        "both validators to commit", lambda: _all(s, lambda st: st.get("pending_reveal")), **SLOW
+    )
     first_round = _state(s, "val-a")["last_report"]["block"]
     s.chain.step(10)  # the reveal epoch opens: the validators reveal on their next tick
-    _wait("both reveals to land", lambda: _all(s, lambda st: not st.get("pending_reveal")))
+    wait_for(
+        "both reveals to land", lambda: _all(s, lambda st: not st.get("pending_reveal")), **SLOW
+    )
     assert all(s.chain.metagraph(1).weights.get(s.uids[n]) for n in VALIDATORS)
     copied = _copy_weights(s)
     s.chain.step(10)  # the next round block: both validators score again and commit
-    _wait(
+    wait_for(
         "the second round",
         lambda: _all(
             s, lambda st: st["last_report"]["block"] > first_round and st.get("pending_reveal")
         ),
+        **SLOW,
     )
     s.chain.submit(RevealWeights(1, *copied, SPEC_VERSION), s.keys["copier"]).raise_for_failure()
     s.chain.step(10)  # an epoch over everyone's revealed weights; the second reveals follow
-    _wait("the second reveals and anchors", lambda: _all(
+    wait_for("the second reveals and anchors", lambda: _all(
         s, lambda st: not st.get("pending_reveal") and st.get("anchored_bundle") == st["last_bundle"].removesuffix(".json")
-    ))  # fmt: skip
+    ), **SLOW)  # fmt: skip
     return s
 
 
