@@ -91,6 +91,9 @@ def measure(name, shape, samples, batch, repeats, device, threads, figures, rows
         0, shape.vocab_size, size=(samples, shape.sequence_length)
     )
     tokens = samples * shape.sequence_length
+    # PaLM's MFU (appendix B), forward only: the parameters' 2 FLOPs per token plus attention's
+    # two (length × length) matmuls per layer, 4·layers·hidden·length, counted at full length
+    with_attention = (2 * params + 4 * shape.layers * shape.hidden * shape.sequence_length) / (2 * params)  # fmt: skip
     figures[f"{name}_params"] = params
     losses = {}
     for t in threads:
@@ -106,6 +109,7 @@ def measure(name, shape, samples, batch, repeats, device, threads, figures, rows
         key = f"{name}_t{t}" if device == "cpu" else name
         figures[f"{key}_tokens_per_s"] = round(tokens / ours_s, 1)
         figures[f"{key}_fraction_of_limit"] = round(tokens / ours_s / limit, 3)
+        figures[f"{key}_mfu_with_attention"] = round(tokens / ours_s / limit * with_attention, 3)
         figures[f"{key}_plain_fraction_of_limit"] = round(tokens / plain_s / limit, 3)
         figures[f"{key}_speedup_vs_plain"] = round(plain_s / ours_s, 2)
         figures[f"{key}_seconds_per_model"] = round(ours_s, 3)
@@ -116,7 +120,7 @@ def measure(name, shape, samples, batch, repeats, device, threads, figures, rows
         same = all(r.losses == result.losses for r in results)  # every run, warm-up included
         figures[f"{name}_repeat_identical"] = figures.get(f"{name}_repeat_identical", True) and same
         where = f"{t} thr" if device == "cpu" else device
-        rows.append((name, f"{params / 1e6:.1f}M", where, f"{tokens / ours_s:,.0f}", f"{tokens / ours_s / limit:.0%}", f"{tokens / plain_s / limit:.0%}", f"{plain_s / ours_s:.2f}x"))  # fmt: skip
+        rows.append((name, f"{params / 1e6:.1f}M", where, f"{tokens / ours_s:,.0f}", f"{tokens / ours_s / limit:.0%}", f"{tokens / ours_s / limit * with_attention:.0%}", f"{tokens / plain_s / limit:.0%}", f"{plain_s / ours_s:.2f}x"))  # fmt: skip
     if len(losses) > 1:
         a, b = (losses[t] for t in threads[:2])
         figures[f"{name}_max_abs_diff_1_vs_2_threads"] = float(np.max(np.abs(np.subtract(a, b))))
@@ -191,10 +195,11 @@ def main() -> None:
         compiled(tiny["model"], tiny["windows"], tiny["batch"], device, figures)
     print(f"evaluation on {figures['device']}: ours vs the plain batched loop, as a fraction of the fp32 matmul limit (MFU)")  # fmt: skip
     print(
-        f"{'model':6} {'params':>7} {'on':>7} {'tokens/s':>10} {'ours':>6} {'plain':>6} {'speedup':>8}"
+        f"{'model':6} {'params':>7} {'on':>7} {'tokens/s':>10} {'ours':>6} {'+attn':>6} {'plain':>6} {'speedup':>8}"
     )
     for r in rows:
-        print(f"{r[0]:6} {r[1]:>7} {r[2]:>7} {r[3]:>10} {r[4]:>6} {r[5]:>6} {r[6]:>8}")
+        print(f"{r[0]:6} {r[1]:>7} {r[2]:>7} {r[3]:>10} {r[4]:>6} {r[5]:>6} {r[6]:>6} {r[7]:>8}")
+    print("ours, plain: 2 x parameters FLOPs per token; +attn: ours with attention's matmuls counted too (PaLM's MFU)")  # fmt: skip
     print(f"16 tiny models per round ≈ {figures['tiny_round_16_models_s']:.1f} s one after the other ({best} threads); {figures['tiny_round_16_models_side_by_side_s']:.1f} s side by side ({figures['tiny_round_side_by_side_threads']} at a time, 1 thread each; same losses: {figures['tiny_round_side_by_side_same_losses']}); {figures['tiny_speedup_vs_naive']:.1f}x the naive loop")  # fmt: skip
     for name in ("tiny", "small"):
         checks = [f"vs plain CE max |Δ| {figures[f'{name}_max_abs_diff_vs_plain_ce']:.1e}", f"repeat identical: {figures[f'{name}_repeat_identical']}"]  # fmt: skip

@@ -24,6 +24,7 @@ from crucible.protocol.errors import ConfigError, ModelRejected
 __all__ = [
     "ACTIVATIONS",
     "CONFIG_RULES",
+    "FUSED_ACTIVATION",
     "ModelShape",
     "build_config",
     "build_model",
@@ -70,6 +71,7 @@ def build_config(shape: ModelShape, *, eos_token_id: int = 0) -> PretrainedConfi
             n_head=shape.heads,
             n_inner=shape.ffn,
             n_positions=shape.sequence_length,
+            activation_function=FUSED_ACTIVATION["gelu_new"],  # GPT-2's own, as one kernel
             bos_token_id=eos_token_id,
             eos_token_id=eos_token_id,
             pad_token_id=eos_token_id,
@@ -144,6 +146,14 @@ MAX_DIM = 1 << 24
 ACTIVATIONS = frozenset(
     {"gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish"}
 )
+# The same function as one fused kernel: transformers' gelu_new and gelu_fast are the tanh
+# approximation of GELU written as five to seven Python tensor ops (each a pass over the MLP's
+# activations, about a quarter of a GPT-2 model's evaluation time on a CPU); gelu_pytorch_tanh
+# is torch's kernel for the same formula, equal up to float rounding. Every neuron loads a model
+# through ``check_config``, so every validator computes with the same kernel.
+FUSED_ACTIVATION = {"gelu_new": "gelu_pytorch_tanh", "gelu_fast": "gelu_pytorch_tanh"}
+# the activation key and transformers' default when a config leaves it out
+ACTIVATION_KEYS = {"LlamaForCausalLM": ("hidden_act", "silu"), "GPT2LMHeadModel": ("activation_function", "gelu_new")}  # fmt: skip
 _DROP = object()  # a rule's answer: leave the key out (the library default applies)
 Rule = Callable[[str, Any], Any]
 
@@ -362,4 +372,7 @@ def check_config(architecture: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         raise _bad("head_dim", out["head_dim"], f"must be {hidden_key} / {heads_key}")
     if heads % (out.get("num_key_value_heads") or heads):
         raise _bad("num_key_value_heads", out["num_key_value_heads"], f"must divide {heads_key}")
+    act_key, act_default = ACTIVATION_KEYS[architecture]
+    act = out.get(act_key, act_default)
+    out[act_key] = FUSED_ACTIVATION.get(act, act)
     return out

@@ -132,7 +132,7 @@ def next_token_nll(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
             logits.view(-1, logits.shape[-1]), targets.view(-1), reduction="none"
         ).view(ids.shape)
-    hidden = model.base_model(input_ids=ids).last_hidden_state
+    hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
     flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     out = torch.empty(flat_targets.shape, dtype=torch.float32, device=flat.device)
     step = chunk_positions(head.weight.shape[0])
