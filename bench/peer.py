@@ -36,7 +36,7 @@ from crucible.collab.peer_sync import PayloadPull, payload_limits, pull_payloads
 from crucible.collab.shared_model import genesis_params, param_shapes  # noqa: E402
 from crucible.competitions import specs_dir  # noqa: E402
 from crucible.protocol.collab import load_collab_specs  # noqa: E402
-from crucible.server.objects import build_object_server  # noqa: E402
+from crucible.server.objects import ClientLimit, build_object_server  # noqa: E402
 from crucible.server.runner import run_in_thread  # noqa: E402
 from crucible.store.local import LocalStore  # noqa: E402
 
@@ -101,7 +101,9 @@ def copy_round(tmp: Path, payloads: list[bytes], cap: int, silent: int, trickle:
             store = LocalStore(tmp / f"miner{i}")
             digest = put_payload(store, raw)
             server = stack.enter_context(
-                run_in_thread(build_object_server(store, {PAYLOAD_FILE}, rate_per_s=100, burst=100))
+                run_in_thread(
+                    build_object_server(store, {PAYLOAD_FILE}, limit=ClientLimit(100, 100))
+                )
             )
             pulls.append(PayloadPull(i, server.url, digest))
         for j, kind in enumerate(["silent"] * silent + ["trickle"] * trickle):

@@ -108,15 +108,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_loop(args: argparse.Namespace) -> int:
+    from crucible.server.objects import ClientLimit
     from crucible.validator.service import ServiceConfig, run_service, serve_bundles
     from crucible.validator.state import load_state
 
+    limit = ClientLimit(args.endpoint_rate, args.endpoint_burst)  # refused before any work
     rt = build_runtime(args)
     state = load_state(rt.config.state_path)
     server = (
         None
         if args.no_serve
-        else serve_bundles(rt, state, args.host, args.port, args.external_ip or args.host)
+        else serve_bundles(rt, state, args.host, args.port, args.external_ip or args.host, limit)
     )
     where = "" if server is None else f"; bundles on {server.url}/v1/bundles"
     idle = threading.Event()  # never set: its wait is an interruptible sleep
@@ -323,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--external-ip", help="the IP to advertise on chain (default: --host)")
     r.add_argument("--no-serve", action="store_true", help="do not serve the bundles over HTTP")
+    r.add_argument(
+        "--endpoint-rate",
+        type=float,
+        default=5.0,
+        help="requests a second each client address may make of the bundle endpoint (miners "
+        "behind one address share it; raise it for many)",
+    )
+    r.add_argument(
+        "--endpoint-burst", type=int, default=20, help="requests a client address may make at once"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(long_running=True)
     v = _command(

@@ -28,7 +28,7 @@ from crucible.collab.checkpoint import CHECKPOINT_FILE
 from crucible.collab.payload_store import PAYLOAD_FILE
 from crucible.observe.metrics import CONTENT_TYPE, render
 from crucible.protocol.errors import StoreError
-from crucible.server.objects import add_object_routes, limit_per_client
+from crucible.server.objects import ClientLimit, add_object_routes, limit_per_client
 from crucible.server.objects import error_response as _error
 from crucible.store.documents import BUNDLES, DocumentStore
 from crucible.store.local import LocalStore
@@ -46,8 +46,7 @@ def build_bundle_server(
     store: DocumentStore,
     latest_id: Callable[[], str | None],
     *,
-    rate_per_s: float = 5.0,
-    burst: int = 20,
+    limit: ClientLimit = ClientLimit(),
     metrics: CollectorRegistry | None = None,
     objects: LocalStore | None = None,
     latest_pointer: Callable[[str], bytes | None] | None = None,
@@ -57,7 +56,7 @@ def build_bundle_server(
     app = FastAPI(
         title="crucible-validator bundles", docs_url=None, redoc_url=None, openapi_url=None
     )
-    limit_per_client(app, rate_per_s, burst)
+    limit_per_client(app, limit)
 
     def answer(bundle_id: str | None) -> Response:
         if bundle_id is None:

@@ -23,6 +23,7 @@ from crucible.chain.interface import ServeEndpoint
 from crucible.collab.checkpoint import latest_pointer
 from crucible.protocol.errors import ChainError, ChainUnavailable
 from crucible.server import RunningServer, run_in_thread
+from crucible.server.objects import ClientLimit
 from crucible.store.documents import DocumentStore
 from crucible.store.local import LocalStore
 from crucible.validator.bundle_server import build_bundle_server
@@ -95,9 +96,15 @@ def _own_pointer(documents: DocumentStore, hotkey: str) -> Callable[[str], bytes
 
 
 def serve_bundles(
-    rt: ValidatorRuntime, state: ValidatorState, host: str, port: int, external_ip: str
+    rt: ValidatorRuntime,
+    state: ValidatorState,
+    host: str,
+    port: int,
+    external_ip: str,
+    limit: ClientLimit = ClientLimit(),
 ) -> RunningServer:
-    """Serve this validator's bundles and put the endpoint on chain (where auditors look)."""
+    """Serve this validator's bundles and put the endpoint on chain (where auditors look);
+    ``limit`` is each client address's allowance (miners fetch checkpoints here too)."""
     if rt.documents is None:
         raise ValueError("the runtime has no document store to serve bundles from")
 
@@ -106,7 +113,7 @@ def serve_bundles(
 
     store = rt.resolve_store("local")
     app = build_bundle_server(
-        rt.documents, latest, metrics=rt.metrics.registry,
+        rt.documents, latest, limit=limit, metrics=rt.metrics.registry,
         objects=store if isinstance(store, LocalStore) else None,
         latest_pointer=_own_pointer(rt.documents, rt.keypair.ss58_address),
     )  # fmt: skip

@@ -10,18 +10,27 @@ JSON error with a code (``bad_ref``, ``unexpected_file``, ``not_found``, ``rate_
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from crucible.protocol.errors import ConfigError
 from crucible.server.errors import RateLimited
 from crucible.server.limits import RateLimiter
 from crucible.store.local import LocalStore
 from crucible.store.peer import OBJECTS_PATH
 
-__all__ = ["add_object_routes", "build_object_server", "error_response", "limit_per_client"]
+__all__ = [
+    "ClientLimit",
+    "add_object_routes",
+    "build_object_server",
+    "error_response",
+    "limit_per_client",
+]
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -48,9 +57,30 @@ def add_object_routes(app: FastAPI, store: LocalStore, files: Collection[str]) -
         return FileResponse(path, media_type="application/octet-stream")
 
 
-def limit_per_client(app: FastAPI, rate_per_s: float, burst: int) -> None:
+@dataclass(frozen=True)
+class ClientLimit:
+    """What one client address may ask of a keyless endpoint: ``rate_per_s`` requests a second
+    on average, ``burst`` at once. Clients behind one address (a NAT) share it."""
+
+    rate_per_s: float = 5.0
+    burst: int = 20
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.rate_per_s, int | float) and math.isfinite(self.rate_per_s)):
+            raise ConfigError(f"a client's request rate must be a number, got {self.rate_per_s!r}")
+        if not 0 < self.rate_per_s <= 1e6:
+            raise ConfigError(
+                f"a client's request rate must be in (0, 1e6] per second, got {self.rate_per_s:g}"
+            )
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or not 1 <= self.burst <= 10**6:  # fmt: skip
+            raise ConfigError(
+                f"a client's burst must be an integer in [1, 1e6], got {self.burst!r}"
+            )
+
+
+def limit_per_client(app: FastAPI, limit: ClientLimit) -> None:
     """A token bucket per client address for every route of ``app`` (429 past it)."""
-    limiter = RateLimiter(rate_per_s, burst, max_keys=10_000)
+    limiter = RateLimiter(limit.rate_per_s, limit.burst, max_keys=10_000)
 
     @app.middleware("http")
     async def per_client_limit(request: Request, call_next):
@@ -62,11 +92,11 @@ def limit_per_client(app: FastAPI, rate_per_s: float, burst: int) -> None:
 
 
 def build_object_server(
-    store: LocalStore, files: Collection[str], *, rate_per_s: float = 5.0, burst: int = 20
+    store: LocalStore, files: Collection[str], *, limit: ClientLimit = ClientLimit()
 ) -> FastAPI:
     """A server of ``store``'s objects alone (what a collab miner runs), with ``/health``."""
     app = FastAPI(title="crucible objects", docs_url=None, redoc_url=None, openapi_url=None)
-    limit_per_client(app, rate_per_s, burst)
+    limit_per_client(app, limit)
     add_object_routes(app, store, files)
 
     @app.get("/health")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from crucible.protocol.errors import StoreError
-from crucible.server.objects import build_object_server
+from crucible.server.objects import ClientLimit, build_object_server
 from crucible.server.runner import RunningServer, run_in_thread
 from crucible.store.hashing import content_hash
 from crucible.store.local import LocalStore
@@ -47,7 +47,7 @@ def _get(url: str) -> tuple[int, dict]:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[LocalStore, RunningServer]]:
     store = LocalStore(tmp_path / "theirs")
-    with run_in_thread(build_object_server(store, {NAME}, rate_per_s=100, burst=100)) as running:
+    with run_in_thread(build_object_server(store, {NAME}, limit=ClientLimit(100, 100))) as running:
         yield store, running
 
 
@@ -107,7 +107,7 @@ def test_the_object_server_answers_only_the_files_it_was_told_to(served, tmp_pat
 
 def test_a_client_past_its_rate_is_told_so(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "theirs")
-    with run_in_thread(build_object_server(store, {NAME}, rate_per_s=0.01, burst=2)) as server:
+    with run_in_thread(build_object_server(store, {NAME}, limit=ClientLimit(0.01, 2))) as server:
         codes = [_get(f"{server.url}/health")[0] for _ in range(4)]
     assert codes[:2] == [200, 200] and codes[2:] == [429, 429]
 
