@@ -140,7 +140,8 @@ def tiny_model(
 # the logits, and training scripts often save false); ``dtype``/``torch_dtype``,
 # ``transformers_version``, ``_name_or_path``, ``id2label``/``label2id`` and GPT-2's
 # ``summary_*`` heads are dropped (the model is always evaluated in fp32; the rest is unused by a
-# causal LM head).
+# causal LM head). Replaced by the same function's fused kernel: GPT-2's ``gelu_new`` and
+# ``gelu_fast`` (also when the key is left out) become ``gelu_pytorch_tanh`` (``FUSED_ACTIVATION``).
 
 MAX_DIM = 1 << 24
 ACTIVATIONS = frozenset(
