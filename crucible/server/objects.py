@@ -66,11 +66,12 @@ class ClientLimit:
     burst: int = 20
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.rate_per_s, int | float) and math.isfinite(self.rate_per_s)):
-            raise ConfigError(f"a client's request rate must be a number, got {self.rate_per_s!r}")
-        if not 0 < self.rate_per_s <= 1e6:
+        rate = self.rate_per_s
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
+            raise ConfigError(f"a client's request rate must be a number, got {rate!r}")
+        if not 0 < rate <= 1e6:
             raise ConfigError(
-                f"a client's request rate must be in (0, 1e6] per second, got {self.rate_per_s:g}"
+                f"a client's request rate must be in (0, 1e6] per second, got {rate:g}"
             )
         if isinstance(self.burst, bool) or not isinstance(self.burst, int) or not 1 <= self.burst <= 10**6:  # fmt: skip
             raise ConfigError(

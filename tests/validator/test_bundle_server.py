@@ -91,6 +91,7 @@ def test_anchors_round_trip_and_refuse_anything_else() -> None:
         (float("nan"), 20, "must be a number"),
         (float("inf"), 20, "must be a number"),
         ("5", 20, "must be a number"),
+        (True, 20, "must be a number"),
         (5.0, 0, "burst must be an integer in [1, 1e6]"),
         (5.0, 10**7, "burst must be an integer in [1, 1e6]"),
         (5.0, True, "burst must be an integer in [1, 1e6]"),
